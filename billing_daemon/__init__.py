@@ -1,0 +1,1 @@
+"""Billing daemon: users, orders, payments, tickets, refunds and check-in."""

@@ -1,0 +1,1 @@
+"""Bridge daemon: payment events from billing into RabbitMQ with publisher confirms."""

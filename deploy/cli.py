@@ -1,0 +1,100 @@
+"""``ticketflow``: the operator's entry point.
+
+    ticketflow stack up|down|status|env   the project's own database and broker servers
+
+Run ``ticketflow <command> --help`` for details.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from deploy.runtime.config import ConfigError, describe
+from deploy.stack.server import StackError
+from deploy.stack.settings import StackSettings
+from deploy.stack.topology import TOPOLOGIES
+
+
+def _settings_epilog(cls: type) -> str:
+    rows = [f"  {env:<34} default {default}" + (f"  ({doc})" if doc else "") for env, default, doc in describe(cls)]
+    return "environment:\n" + "\n".join(rows)
+
+
+def _stack(args: argparse.Namespace) -> int:
+    topology = TOPOLOGIES[args.topology]()
+    if args.action == "up":
+        started = time.monotonic()
+        for name, what in topology.up().items():
+            print(f"{name:<10} {what}")
+        print(f"stack up in {time.monotonic() - started:.1f}s; connection settings: ticketflow stack env")
+    elif args.action == "down":
+        for name, stopped in topology.down().items():
+            print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
+    elif args.action == "status":
+        states = topology.status()
+        for name, state in states.items():
+            server = topology.server(name)
+            pid = server.pid()
+            print(f"{name:<10} {state}" + (f" (pid {pid})" if pid else ""))
+        return 0 if all(s == "up" for s in states.values()) else 3
+    elif args.action == "env":
+        prefix = "export " if args.export else ""
+        for key, value in topology.env().items():
+            print(f"{prefix}{key}={value}")
+    elif args.action == "install":
+        installed = topology.install()
+        print("installed: " + ", ".join(installed) if installed else "all server packages present")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticketflow",
+        description="Operate TicketFlow: its local service stack (and, as they land, daemons, drills, benchmarks).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    stack = commands.add_parser(
+        "stack",
+        help="the project's own PostgreSQL, MariaDB and RabbitMQ servers",
+        description="Run the project's own PostgreSQL, MariaDB and RabbitMQ as plain processes on "
+        "loopback, with data, logs and pid files under .stack/. System servers on the default "
+        "ports are never used or touched.",
+        epilog=_settings_epilog(StackSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stack.add_argument(
+        "action",
+        choices=["up", "down", "status", "env", "install"],
+        help="up: install what is missing, start, wait until each answers queries (idempotent); "
+        "down: stop what the stack started; status: up/down per server (exit 3 if any is not up); "
+        "env: print connection settings; install: only install missing packages",
+    )
+    stack.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local", help="which servers (default: local)")
+    stack.add_argument("--export", action="store_true", help="env: prefix lines with 'export ' for eval in a shell")
+    stack.set_defaults(func=_stack)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Probes expect "connection refused" while servers start; the clients' own logs of it are noise.
+    logging.basicConfig(level=logging.CRITICAL)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"ticketflow: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except StackError as exc:
+        print(f"ticketflow: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Typed settings read from ``TICKETFLOW_*`` environment variables.
+
+Each daemon declares one frozen dataclass whose fields are made with
+:func:`setting`; :func:`load` reads them all at start-up and fails with a
+:class:`ConfigError` naming the variable when a value does not parse, so a
+typo is found before the daemon accepts any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A ``TICKETFLOW_*`` variable holds a value the daemon cannot use."""
+
+    def __init__(self, variable: str, value: str, reason: str) -> None:
+        super().__init__(f"{variable}={value!r}: {reason}")
+        self.variable = variable
+        self.value = value
+        self.reason = reason
+
+
+def setting(env: str, default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
+    """Declare a dataclass field filled from the environment variable ``env``."""
+    return dataclasses.field(default=default, metadata={"env": env, "parse": parse, "doc": doc})
+
+
+def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
+    """Build ``cls`` from ``environ`` (default ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = field.metadata.get("env")
+        if name is None or name not in environ:
+            continue
+        raw = environ[name]
+        try:
+            values[field.name] = field.metadata["parse"](raw)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(name, raw, str(exc) or type(exc).__name__) from None
+    return cls(**values)
+
+
+def describe(cls: type) -> list[tuple[str, Any, str]]:
+    """(variable, default, doc) for every setting of ``cls``; used by ``--help`` and docs."""
+    return [
+        (f.metadata["env"], f.default, f.metadata.get("doc", ""))
+        for f in dataclasses.fields(cls)
+        if "env" in f.metadata
+    ]
+
+
+# --- parsers -----------------------------------------------------------------
+
+
+def positive_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def non_negative_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value < 0:
+        raise ValueError("must be zero or a positive integer")
+    return value
+
+
+def port(raw: str) -> int:
+    value = int(raw.strip())
+    if not 0 < value < 65536:
+        raise ValueError("must be a TCP port between 1 and 65535")
+    return value
+
+
+def positive_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def fraction(raw: str) -> float:
+    value = float(raw.strip())
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0.0 and 1.0")
+    return value
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def secret(raw: str) -> bytes:
+    value = raw.encode()
+    if len(value) < 16:
+        raise ValueError("must be at least 16 bytes long")
+    return value

@@ -1,0 +1,1 @@
+"""Portal consumer: finalizes each sale exactly once from RabbitMQ and notifies buyers."""

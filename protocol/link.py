@@ -1,0 +1,103 @@
+"""What the asyncio adapters share: link settings and the per-connection plumbing."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.framing import DEFAULT_MAX_FRAME_SIZE
+from protocol.session import DEFAULT_WINDOW, _Session
+
+READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Tunables of one link end; defaults match PROTOCOL.md."""
+
+    secret: bytes
+    node: str
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    window: int = DEFAULT_WINDOW
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 15.0
+    connect_timeout: float = 5.0
+    ssl: ssl.SSLContext | None = None
+
+
+class Connection:
+    """A session bound to a stream pair, with the last time the peer was heard from."""
+
+    def __init__(self, session: _Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.session = session
+        self.reader = reader
+        self.writer = writer
+        self.last_heard = time.monotonic()
+        self.last_written = time.monotonic()
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def flush(self) -> None:
+        """Write whatever the session queued (events, acks, pongs, errors)."""
+        data = self.session.data_to_send()
+        if data:
+            self.writer.write(data)
+            self.last_written = time.monotonic()
+
+    async def read(self) -> list[object]:
+        data = await self.reader.read(READ_CHUNK)
+        if not data:
+            raise ConnectionResetError("peer closed the connection")
+        self.last_heard = time.monotonic()
+        events = self.session.receive_data(data)
+        self.flush()  # pongs go out at once, even while the other side is busy
+        return events
+
+    async def watchdog(self, interval: float, timeout: float, ping: bool) -> None:
+        """Ping while idle (if ``ping``) and drop a peer silent for ``timeout``."""
+        nonce = 0
+        while True:
+            now = time.monotonic()
+            silent = now - self.last_heard
+            if silent >= timeout:
+                raise ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, f"peer silent for {silent:.1f}s")
+            if ping and now - self.last_written >= interval:
+                nonce += 1
+                self.session.ping(nonce)
+                self.flush()
+            next_ping = self.last_written + interval - now if ping else interval
+            await asyncio.sleep(max(0.01, min(timeout - silent, next_ping)))
+
+    async def close(self, error: ProtocolError | None = None) -> None:
+        """Send the error frame if the socket still allows it, then close."""
+        if error is not None:
+            try:
+                self.session.fail(error.code, error.message)
+                self.flush()
+            except Exception:  # the socket may already be gone; the error frame is best effort
+                pass
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        except (Exception, asyncio.CancelledError):
+            pass
+
+
+async def run_until_first_failure(*coros) -> None:
+    """Run ``coros`` together; when one ends (or fails) cancel the rest and re-raise."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task.cancelled():
+            continue
+        exc = task.exception()
+        if exc is not None:
+            raise exc

@@ -1,0 +1,153 @@
+"""Typed messages of protocol v1 (PROTOCOL.md section 3) and their validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.errors import ErrorCode, ProtocolError
+
+PROTOCOL_VERSION = 1
+NONCE_SIZE = 32
+MAX_SEQ = (1 << 64) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a stream: its sequence number and CloudEvents-named envelope."""
+
+    seq: int
+    id: str
+    type: str
+    source: str
+    time: str
+    data: Any = None
+
+    def envelope(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "source": self.source, "time": self.time, "data": self.data}
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    version: int
+    stream: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    proof: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    position: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: str
+    message: str
+
+
+Message = Hello | Challenge | Auth | Welcome | Event | Ack | Ping | Pong | Error
+
+
+def to_wire(message: Message) -> dict[str, Any]:
+    match message:
+        case Hello(version, stream, node):
+            return {"type": "hello", "version": version, "stream": stream, "node": node}
+        case Challenge(nonce):
+            return {"type": "challenge", "nonce": nonce}
+        case Auth(proof):
+            return {"type": "auth", "proof": proof}
+        case Welcome(position, node):
+            return {"type": "welcome", "position": position, "node": node}
+        case Event():
+            return {"type": "event", "seq": message.seq, "event": message.envelope()}
+        case Ack(seq):
+            return {"type": "ack", "seq": seq}
+        case Ping(nonce):
+            return {"type": "ping", "nonce": nonce}
+        case Pong(nonce):
+            return {"type": "pong", "nonce": nonce}
+        case Error(code, text):
+            return {"type": "error", "code": code, "message": text}
+    raise TypeError(f"not a protocol message: {message!r}")
+
+
+def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = body.get(name)
+    # bool is an int subclass; a true/false where a number belongs is malformed.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{body.get('type')}.{name} must be {_kind_name(kind)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(k.__name__ for k in kinds)
+
+
+def _seq(body: dict[str, Any], name: str, minimum: int) -> int:
+    value = _field(body, name, int)
+    if not minimum <= value <= MAX_SEQ:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{body['type']}.{name}={value} is out of range")
+    return value
+
+
+def from_wire(body: dict[str, Any]) -> Message:
+    """A decoded frame body → a typed message; unknown types are UNEXPECTED_FRAME."""
+    kind = body["type"]
+    if kind == "event":
+        seq = _seq(body, "seq", 1)
+        envelope = _field(body, "event", dict)
+        return Event(
+            seq=seq,
+            id=_field(envelope, "id", str),
+            type=_field(envelope, "type", str),
+            source=_field(envelope, "source", str),
+            time=_field(envelope, "time", str),
+            data=envelope.get("data"),
+        )
+    if kind == "ack":
+        return Ack(_seq(body, "seq", 0))
+    if kind == "ping":
+        return Ping(_field(body, "nonce", int))
+    if kind == "pong":
+        return Pong(_field(body, "nonce", int))
+    if kind == "hello":
+        return Hello(_field(body, "version", int), _field(body, "stream", str), _field(body, "node", str))
+    if kind == "challenge":
+        nonce = _field(body, "nonce", bytes)
+        if len(nonce) != NONCE_SIZE:
+            raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"challenge.nonce must be {NONCE_SIZE} bytes")
+        return Challenge(nonce)
+    if kind == "auth":
+        return Auth(_field(body, "proof", bytes))
+    if kind == "welcome":
+        return Welcome(_seq(body, "position", 0), _field(body, "node", str))
+    if kind == "error":
+        return Error(_field(body, "code", str), _field(body, "message", str))
+    raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, f"unknown message type {kind!r}")

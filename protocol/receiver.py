@@ -1,0 +1,166 @@
+"""The accepting end of a link: authenticates senders, applies batches, acks after commit.
+
+Per stream, the receiver keeps at most one live connection (a newer one
+replaces an older, which is most likely a half-dead peer) and never runs two
+``apply`` calls for one stream at once. The welcome position is read from
+the handler's durable store on every connection, never from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import structlog
+
+from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.link import Connection, LinkSettings, run_until_first_failure
+from protocol.messages import Event
+from protocol.session import Authenticated, ReceiverSession
+
+log = structlog.get_logger("protocol.receiver")
+
+DEFAULT_MAX_BATCH = 1000
+
+
+class StreamHandler(Protocol):
+    async def position(self) -> int:
+        """The highest seq durably applied for this stream (0 if none)."""
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        """Apply ``events`` (consecutive seqs) and record the new position in ONE commit.
+
+        Return only after the commit is durable; raise if it did not happen.
+        """
+
+
+class Receiver:
+    def __init__(
+        self,
+        handlers: Mapping[str, StreamHandler],
+        settings: LinkSettings,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_batch: int = DEFAULT_MAX_BATCH,
+    ) -> None:
+        self.handlers = handlers
+        self.settings = settings
+        self.host = host
+        self.port = port
+        self.max_batch = max_batch
+        self._server: asyncio.AbstractServer | None = None
+        self._active: dict[str, asyncio.Task] = {}
+        self._connections: set[Connection] = set()
+        self.accepted = 0  # completed handshakes, for tests and status
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, ssl=self.settings.ssl, limit=1 << 20
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("receiver_listening", port=self.port, streams=sorted(self.handlers))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            await conn.close(ProtocolError(ErrorCode.SHUTTING_DOWN, "receiver stopping"))
+        tasks = list(self._active.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def drop_connections(self) -> None:
+        """Abort every live connection at once, as a crash would (used by tests and drills)."""
+        for conn in list(self._connections):
+            conn.writer.transport.abort()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        s = self.settings
+        session = ReceiverSession(self.handlers.keys(), s.secret, s.node, s.max_frame_size)
+        conn = Connection(session, reader, writer)
+        self._connections.add(conn)
+        error: ProtocolError | None = None
+        stream = None
+        try:
+            auth = await asyncio.wait_for(self._handshake(conn), s.heartbeat_timeout)
+            stream = auth.stream
+            await self._take_over(stream)
+            handler = self.handlers[stream]
+            position = await handler.position()
+            session.welcome(position)
+            conn.flush()
+            self.accepted += 1
+            log.info("link_accepted", stream=stream, peer=conn.peer, sender=auth.node, position=position)
+            pending: list[Event] = []
+            arrived = asyncio.Event()
+            await run_until_first_failure(
+                self._read_events(conn, pending, arrived),
+                self._apply_batches(conn, handler, pending, arrived, stream),
+                conn.watchdog(s.heartbeat_interval, s.heartbeat_timeout, ping=False),
+            )
+        except ProtocolError as exc:
+            error = exc
+            log.warning("link_rejected", stream=stream, peer=conn.peer, code=exc.code.value, reason=exc.message)
+        except RemoteError as exc:
+            log.info("link_closed_by_peer", stream=stream, peer=conn.peer, code=exc.code, reason=exc.message)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
+        except asyncio.TimeoutError:
+            error = ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, "handshake not completed in time")
+            log.warning("link_rejected", peer=conn.peer, code=error.code.value, reason=error.message)
+        except asyncio.CancelledError:
+            error = ProtocolError(ErrorCode.REPLACED, "a newer connection took over this stream")
+        except Exception:
+            # An apply that raised: nothing after the last ack counts; the sender resends.
+            error = ProtocolError(ErrorCode.APPLY_FAILED, "could not commit the batch")
+            log.exception("apply_failed", stream=stream, peer=conn.peer)
+        finally:
+            self._connections.discard(conn)
+            if stream is not None and self._active.get(stream) is asyncio.current_task():
+                del self._active[stream]
+            await conn.close(error)
+
+    async def _handshake(self, conn: Connection) -> Authenticated:
+        while True:
+            for event in await conn.read():
+                if isinstance(event, Authenticated):
+                    return event
+                raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "events before welcome")
+
+    async def _take_over(self, stream: str) -> None:
+        """Make this connection the only one applying ``stream``."""
+        previous = self._active.get(stream)
+        me = asyncio.current_task()
+        assert me is not None
+        self._active[stream] = me
+        if previous is not None and not previous.done():
+            previous.cancel()
+            # Wait until its apply is finished or rolled back before reading the position.
+            await asyncio.gather(previous, return_exceptions=True)
+
+    async def _read_events(self, conn: Connection, pending: list[Event], arrived: asyncio.Event) -> None:
+        while True:
+            events = await conn.read()
+            if events:
+                pending.extend(e for e in events if isinstance(e, Event))
+                arrived.set()
+
+    async def _apply_batches(
+        self, conn: Connection, handler: StreamHandler, pending: list[Event], arrived: asyncio.Event, stream: str
+    ) -> None:
+        session = conn.session
+        assert isinstance(session, ReceiverSession)
+        while True:
+            await arrived.wait()
+            arrived.clear()
+            while pending:
+                # Everything that arrived while the last batch was committing forms the next batch.
+                batch = pending[: self.max_batch]
+                del pending[: len(batch)]
+                await handler.apply(batch)
+                session.ack(batch[-1].seq)
+                conn.flush()

@@ -1,0 +1,162 @@
+"""The connecting end of a link: streams events from a source, resumes after breaks.
+
+The sender holds nothing the source does not: on every connection the
+receiver's welcome says where to resume and the sender reads from the source
+again. Events are therefore kept by the producer (an outbox table) until they
+are acknowledged, and a crash of either side costs only a resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+
+from deploy.runtime.backoff import Backoff
+from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.link import Connection, LinkSettings, run_until_first_failure
+from protocol.messages import Event
+from protocol.session import Acked, SenderSession, State, Welcomed
+
+log = structlog.get_logger("protocol.sender")
+
+ReadEvents = Callable[[int, int], Awaitable[Sequence[Event]]]
+"""``read(after, limit)``: up to ``limit`` events with seq > ``after``, in order, gap-free."""
+
+
+class Sender:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        stream: str,
+        read: ReadEvents,
+        settings: LinkSettings,
+        *,
+        head: Callable[[], Awaitable[int]] | None = None,
+        on_ack: Callable[[int], Awaitable[None]] | None = None,
+        poll_interval: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.host, self.port, self.stream = host, port, stream
+        self.settings = settings
+        self._read = read
+        self._head = head
+        self._on_ack = on_ack
+        self.poll_interval = poll_interval
+        self.backoff = backoff or Backoff()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._connection: Connection | None = None
+        self.acked = 0  # highest seq the receiver confirmed (this process's view)
+        self.connects = 0  # completed handshakes, for tests and status
+        self.connected = False
+
+    def notify(self) -> None:
+        """New events may exist: stop waiting for the poll interval."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._connection is not None:
+            await self._connection.close(ProtocolError(ErrorCode.SHUTTING_DOWN, "sender stopping"))
+
+    async def run(self) -> None:
+        """Connect, stream and reconnect until :meth:`stop`."""
+        while not self._stopping.is_set():
+            try:
+                await self._run_connection()
+            except asyncio.CancelledError:
+                raise
+            except RemoteError as exc:
+                log.warning("link_refused", stream=self.stream, code=exc.code, reason=exc.message)
+            except ProtocolError as exc:
+                log.warning("link_protocol_error", stream=self.stream, code=exc.code.value, reason=exc.message)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}", reason=repr(exc))
+            finally:
+                self.connected = False
+                self._connection = None
+            if self._stopping.is_set():
+                break
+            delay = self.backoff.next_delay()
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _run_connection(self) -> None:
+        s = self.settings
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, ssl=s.ssl, limit=1 << 20),
+            s.connect_timeout,
+        )
+        session = SenderSession(self.stream, s.node, s.secret, s.window, s.max_frame_size)
+        conn = self._connection = Connection(session, reader, writer)
+        error: ProtocolError | None = None
+        try:
+            conn.flush()
+            welcome = await asyncio.wait_for(self._handshake(conn), s.heartbeat_timeout)
+            if self._head is not None:
+                head = await self._head()
+                if welcome.position > head:
+                    raise ProtocolError(
+                        ErrorCode.POSITION_AHEAD,
+                        f"receiver is at {welcome.position} but this stream only reaches {head}",
+                    )
+            self.connects += 1
+            self.connected = True
+            self.acked = max(self.acked, welcome.position)
+            log.info("link_up", stream=self.stream, peer=conn.peer, position=welcome.position, receiver=welcome.node)
+            await run_until_first_failure(
+                self._read_acks(conn),
+                self._send_events(conn),
+                conn.watchdog(s.heartbeat_interval, s.heartbeat_timeout, ping=True),
+            )
+        except ProtocolError as exc:
+            error = exc
+            raise
+        finally:
+            await conn.close(error)
+
+    async def _handshake(self, conn: Connection) -> Welcomed:
+        while True:
+            for event in await conn.read():
+                if isinstance(event, Welcomed):
+                    return event
+
+    async def _read_acks(self, conn: Connection) -> None:
+        while True:
+            acked = None
+            for event in await conn.read():
+                if isinstance(event, Acked):
+                    acked = event.seq
+            if acked is not None:
+                self.acked = acked
+                self.backoff.reset()  # progress: the next break starts backing off from scratch
+                self._wake.set()
+                if self._on_ack is not None:
+                    await self._on_ack(acked)
+
+    async def _send_events(self, conn: Connection) -> None:
+        session = conn.session
+        assert isinstance(session, SenderSession)
+        while session.state is State.STREAMING:
+            room = session.window_open
+            events: Sequence[Event] = ()
+            if room > 0:
+                self._wake.clear()
+                events = await self._read(session.last_sent, room)
+            if events:
+                for event in events:
+                    session.send_event(event)
+                conn.flush()
+                await conn.writer.drain()
+                continue
+            # Window full or nothing new: sleep until an ack, a notify, or the poll fallback.
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
