@@ -52,6 +52,7 @@ class Sender:
         self.acked = 0  # highest seq the receiver confirmed (this process's view)
         self.connects = 0  # completed handshakes, for tests and status
         self.connected = False
+        self.last_error: str | None = None  # code or exception name of the last broken connection
 
     def notify(self) -> None:
         """New events may exist: stop waiting for the poll interval."""
@@ -71,10 +72,13 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except RemoteError as exc:
+                self.last_error = exc.code
                 log.warning("link_refused", stream=self.stream, code=exc.code, reason=exc.message)
             except ProtocolError as exc:
+                self.last_error = exc.code.value
                 log.warning("link_protocol_error", stream=self.stream, code=exc.code.value, reason=exc.message)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                self.last_error = type(exc).__name__
                 log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}", reason=repr(exc))
             finally:
                 self.connected = False

@@ -1,0 +1,44 @@
+# Two commands do everything on a fresh Debian machine (as root):
+#   make run    set up, start the stack (and, as they land, the daemons)
+#   make test   set up, start the stack, run the whole test suite against it
+# make stop stops everything the project started.
+
+VENV       := .venv
+TICKETFLOW := $(VENV)/bin/ticketflow
+PYTEST     := $(VENV)/bin/pytest
+PYTEST_ARGS ?=
+
+.PHONY: setup run test stop status env clean
+
+$(VENV)/.installed: pyproject.toml deploy/bootstrap.sh
+	sh deploy/bootstrap.sh
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+	$(TICKETFLOW) stack up
+
+run: setup
+	@echo
+	@echo "The stack is up. Connection settings (also: $(TICKETFLOW) stack env):"
+	@$(TICKETFLOW) stack env
+	@echo
+	@echo "Stop everything with: make stop"
+
+test: setup
+	$(PYTEST) $(PYTEST_ARGS)
+
+stop:
+	@if [ -x $(TICKETFLOW) ]; then $(TICKETFLOW) stack down; else echo "nothing to stop (no $(VENV))"; fi
+
+status: $(VENV)/.installed
+	$(TICKETFLOW) stack status
+
+env: $(VENV)/.installed
+	@$(TICKETFLOW) stack env
+
+# Removes the virtualenv and the stack's data: a fresh start.
+clean: stop
+	rm -rf $(VENV) .stack .pytest_cache .hypothesis
