@@ -1,6 +1,8 @@
 """``ticketflow``: the operator's entry point.
 
     ticketflow stack up|down|status|env   the project's own database and broker servers
+    ticketflow run reservation            run a daemon in the foreground
+    ticketflow migrate                    apply pending schema migrations and exit
 
 Run ``ticketflow <command> --help`` for details.
 """
@@ -19,7 +21,8 @@ from deploy.stack.topology import TOPOLOGIES
 
 
 def _settings_epilog(cls: type) -> str:
-    rows = [f"  {env:<34} default {default}" + (f"  ({doc})" if doc else "") for env, default, doc in describe(cls)]
+    rows = [f"  {env:<34} default {'(a development secret)' if 'SECRET' in env else default}"
+            + (f"  ({doc})" if doc else "") for env, default, doc in describe(cls)]
     return "environment:\n" + "\n".join(rows)
 
 
@@ -50,6 +53,39 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+DAEMONS = {
+    "reservation": ("reservation_daemon.__main__", "reservation_daemon.config"),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    import importlib
+
+    importlib.import_module(DAEMONS[args.daemon][0]).run()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from deploy.runtime.config import load
+    from deploy.runtime.pg import Database
+    from reservation_daemon.config import Settings
+    from reservation_daemon.store import ReservationStore
+
+    async def migrate() -> list[str]:
+        db = Database(load(Settings).pg_dsn)
+        await db.start()
+        try:
+            return await ReservationStore(db).migrate()
+        finally:
+            await db.close()
+
+    applied = asyncio.run(migrate())
+    print("reservation: " + (", ".join(applied) if applied else "schema up to date"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketflow",
@@ -77,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local", help="which servers (default: local)")
     stack.add_argument("--export", action="store_true", help="env: prefix lines with 'export ' for eval in a shell")
     stack.set_defaults(func=_stack)
+
+    from reservation_daemon.config import Settings as ReservationSettings
+
+    run = commands.add_parser(
+        "run", help="run a daemon in the foreground (SIGTERM or Ctrl-C stops it gracefully)",
+        description="Run one daemon in the foreground. It logs JSON lines to stdout and reads its "
+        "settings from TICKETFLOW_* variables (eval \"$(ticketflow stack env --export)\" for the stack's URLs).",
+        epilog="reservation " + _settings_epilog(ReservationSettings),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("daemon", choices=sorted(DAEMONS))
+    run.set_defaults(func=_run)
+
+    migrate = commands.add_parser(
+        "migrate", help="apply pending schema migrations and exit (daemons also do this at start-up)",
+        description="Apply pending versioned SQL migrations. Safe to run while daemons start: a "
+        "database lock makes concurrent runs wait and then find nothing to do.",
+    )
+    migrate.set_defaults(func=_migrate)
     return parser
 
 

@@ -9,6 +9,7 @@ are acknowledged, and a crash of either side costs only a resend.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -52,6 +53,7 @@ class Sender:
         self.acked = 0  # highest seq the receiver confirmed (this process's view)
         self.connects = 0  # completed handshakes, for tests and status
         self.connected = False
+        self.failures = 0  # consecutive failed connection attempts
         self.last_error: str | None = None  # code or exception name of the last broken connection
 
     def notify(self) -> None:
@@ -79,7 +81,11 @@ class Sender:
                 log.warning("link_protocol_error", stream=self.stream, code=exc.code.value, reason=exc.message)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
                 self.last_error = type(exc).__name__
-                log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}", reason=repr(exc))
+                self.failures += 1
+                # One line when the link goes down, then only at 10, 100, 1000... failed attempts.
+                if self.connected or math.log10(self.failures).is_integer():
+                    log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}",
+                             reason=repr(exc), failed_attempts=self.failures)
             finally:
                 self.connected = False
                 self._connection = None
@@ -112,6 +118,7 @@ class Sender:
                     )
             self.connects += 1
             self.connected = True
+            self.failures = 0
             self.acked = max(self.acked, welcome.position)
             log.info("link_up", stream=self.stream, peer=conn.peer, position=welcome.position, receiver=welcome.node)
             await run_until_first_failure(

@@ -1,0 +1,156 @@
+"""HTTP conventions every daemon shares (ENGINEERING.md, "HTTP conventions").
+
+- errors are ``{"error": {"code": "SCREAMING_SNAKE", "message": "..."}}``;
+- an :class:`ApiError` subclass exists per failure a caller can act on;
+- a dependency that is down is a 503 with ``Retry-After``, never a 500;
+- a 500 is a bug: it is logged with its traceback and answered with the envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("http")
+
+MAX_BODY = 1 << 20
+
+
+class ApiError(Exception):
+    status = 400
+    code = "BAD_REQUEST"
+
+    def __init__(self, message: str, *, code: str | None = None, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+class MalformedRequest(ApiError):
+    status, code = 400, "MALFORMED_REQUEST"
+
+
+class NotFound(ApiError):
+    status, code = 404, "NOT_FOUND"
+
+
+class Conflict(ApiError):
+    status, code = 409, "CONFLICT"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class Unprocessable(ApiError):
+    status, code = 422, "VALIDATION_FAILED"
+
+
+class RateLimited(ApiError):
+    status, code = 429, "RATE_LIMITED"
+
+
+class DependencyUnavailable(ApiError):
+    """A database or peer is unreachable right now; the client should retry later."""
+
+    status, code = 503, "DEPENDENCY_UNAVAILABLE"
+
+    def __init__(self, message: str, retry_after: int = 1, **kwargs: Any) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)}, **kwargs)
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return {"error": error}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a 400 / 413 with a stable code."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body over {MAX_BODY} bytes") from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedRequest(f"body is not valid JSON: {exc}", code="MALFORMED_JSON") from None
+
+
+def is_dependency_down(exc: BaseException) -> bool:
+    """Connection-level failures of a database or peer (not query errors)."""
+    import asyncpg
+
+    if isinstance(exc, (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.CannotConnectNowError,
+                        asyncpg.exceptions.InterfaceError, asyncpg.exceptions.AdminShutdownError,
+                        asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.TooManyConnectionsError,
+                        ConnectionError, OSError, TimeoutError)):
+        return True
+    return isinstance(exc, asyncpg.exceptions.PostgresConnectionError)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+    started = time.monotonic()
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_response(error_body(exc.code, exc.message, exc.details), exc.status, exc.headers)
+    except web.HTTPRequestEntityTooLarge:
+        return json_response(error_body("PAYLOAD_TOO_LARGE", "request body too large"), 413)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "HTTP_ERROR")
+        return json_response(error_body(code, exc.reason), exc.status)
+    except Exception as exc:
+        if is_dependency_down(exc):
+            log.warning("dependency_unavailable", path=request.path, reason=repr(exc))
+            return json_response(
+                error_body("DEPENDENCY_UNAVAILABLE", "a dependency is unavailable; retry shortly"), 503,
+                {"Retry-After": "1"},
+            )
+        log.exception("unhandled_error", path=request.path, method=request.method,
+                      duration_ms=round((time.monotonic() - started) * 1000, 1))
+        return json_response(error_body("INTERNAL", "internal error"), 500)
+
+
+def health_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]) -> list[web.RouteDef]:
+    """``GET /health`` (the process is alive) and ``GET /ready`` (it can do its job now)."""
+
+    async def health(_: web.Request) -> web.Response:
+        return json_response({"status": "ok"})
+
+    async def readiness(_: web.Request) -> web.Response:
+        ok, checks = await ready()
+        if ok:
+            return json_response({"status": "ready", "checks": checks})
+        return json_response({"status": "unavailable", "checks": checks}, 503, {"Retry-After": "1"})
+
+    return [web.get("/health", health), web.get("/ready", readiness)]
+
+
+def make_app(routes: list[web.RouteDef]) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+    app.add_routes(routes)
+    return app

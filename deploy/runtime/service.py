@@ -1,0 +1,49 @@
+"""Process lifecycle shared by every daemon: uvloop, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
+import structlog
+import uvloop
+
+from deploy.runtime import logs
+from deploy.runtime.config import ConfigError, load
+
+log = structlog.get_logger("service")
+S = TypeVar("S")
+
+
+class Daemon(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve(daemon: Daemon) -> None:
+    """Start ``daemon``, run until SIGTERM or SIGINT, then stop it gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await daemon.start()
+    log.info("started")
+    await stop.wait()
+    log.info("stopping")
+    await daemon.stop()
+    log.info("stopped")
+
+
+def main(service: str, settings_cls: type[S], make: Callable[[S], Daemon]) -> None:
+    """Entry point of a daemon process: settings (exit 2 naming a bad variable), logs, loop."""
+    try:
+        settings = load(settings_cls)
+    except ConfigError as exc:
+        print(f"{service}: bad configuration: {exc}", file=sys.stderr)
+        sys.exit(2)
+    logs.configure(service, getattr(settings, "log_level", "info"))
+    uvloop.run(serve(make(settings)))

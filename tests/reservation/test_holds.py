@@ -1,0 +1,170 @@
+"""Holds against the real PostgreSQL: exclusivity, all-or-nothing, expiry, idempotency."""
+
+import asyncio
+import random
+import uuid
+
+from tests.reservation.conftest import create_event, seats_of
+from tests.helpers import wait_until
+
+
+async def test_200_concurrent_requests_for_one_seat_give_one_hold(reservation):
+    event = await create_event(reservation.api)
+    seat = (await seats_of(reservation.api, event["id"]))[0]
+    replies = await asyncio.gather(*(
+        reservation.api.post("/api/reserve", {"seat_id": seat["id"], "user_id": f"user-{i}"}) for i in range(200)
+    ))
+    statuses = sorted(r.status for r in replies)
+    assert statuses.count(201) == 1 and statuses.count(409) == 199, statuses
+    assert {r.body["error"]["code"] for r in replies if r.status == 409} == {"SEAT_UNAVAILABLE"}
+    assert [s["status"] for s in await seats_of(reservation.api, event["id"]) if s["id"] == seat["id"]] == ["held"]
+
+
+async def test_overlapping_multi_seat_holds_never_both_succeed(reservation):
+    event = await create_event(reservation.api, [
+        {"name": "A", "rows": 1, "seats_per_row": 12, "price_minor": 100, "currency": "EUR"}])
+    seat_ids = [s["id"] for s in await seats_of(reservation.api, event["id"])]
+    rng = random.Random(5)
+    requests = [rng.sample(seat_ids, rng.randint(2, 4)) for _ in range(120)]
+    replies = await asyncio.gather(*(
+        reservation.api.post("/api/reservations", {"event_id": event["id"], "seat_ids": ids, "user_id": f"u{i}"})
+        for i, ids in enumerate(requests)
+    ))
+    won = [set(s["id"] for s in r.body["seats"]) for r in replies if r.status == 201]
+    assert won, "no request succeeded"
+    assert all(r.status in (201, 409) for r in replies), [r.body for r in replies if r.status not in (201, 409)]
+    held = [seat for seats in won for seat in seats]
+    assert len(held) == len(set(held)), "a seat is in two holds"
+    statuses = {s["id"]: s["status"] for s in await seats_of(reservation.api, event["id"])}
+    assert {sid for sid, st in statuses.items() if st == "held"} == set(held)
+
+
+async def test_a_failed_multi_seat_hold_holds_nothing(reservation):
+    event = await create_event(reservation.api)
+    a, b, c = [s["id"] for s in await seats_of(reservation.api, event["id"])][:3]
+    first = await reservation.api.post("/api/reserve", {"seat_id": b, "user_id": "early"})
+    assert first.status == 201
+    reply = await reservation.api.post("/api/reservations", {"event_id": event["id"], "seat_ids": [a, b, c],
+                                                             "user_id": "late"})
+    assert reply.status == 409 and reply.body["error"]["code"] == "SEAT_UNAVAILABLE"
+    assert reply.body["error"]["details"]["seat_ids"] == [b]
+    statuses = {s["id"]: s["status"] for s in await seats_of(reservation.api, event["id"])}
+    assert statuses[a] == statuses[c] == "available"
+
+
+async def test_a_hold_of_seats_from_another_event_is_refused(reservation):
+    first = await create_event(reservation.api, name="First")
+    second = await create_event(reservation.api, name="Second")
+    mine = (await seats_of(reservation.api, first["id"]))[0]["id"]
+    theirs = (await seats_of(reservation.api, second["id"]))[0]["id"]
+    reply = await reservation.api.post("/api/reservations", {"event_id": first["id"], "seat_ids": [mine, theirs],
+                                                             "user_id": "u"})
+    assert reply.status == 422 and reply.body["error"]["code"] == "SEAT_NOT_IN_EVENT"
+    assert (await reservation.api.get(f"/api/events/{first['id']}")).body["seats"]["held"] == 0
+    assert (await reservation.api.get(f"/api/events/{second['id']}")).body["seats"]["held"] == 0
+
+
+async def test_unknown_seats_and_events_are_404(reservation):
+    event = await create_event(reservation.api)
+    seat = (await seats_of(reservation.api, event["id"]))[0]["id"]
+    unknown = str(uuid.uuid4())
+    reply = await reservation.api.post("/api/reserve", {"seat_id": unknown, "user_id": "u"})
+    assert reply.status == 404 and reply.body["error"]["code"] == "SEAT_NOT_FOUND"
+    reply = await reservation.api.post("/api/reservations", {"event_id": unknown, "seat_ids": [seat], "user_id": "u"})
+    assert reply.status == 404 and reply.body["error"]["code"] == "EVENT_NOT_FOUND"
+    assert (await reservation.api.get(f"/api/reservations/{unknown}")).status == 404
+    assert (await reservation.api.get("/api/reservations/not-a-uuid")).status == 404
+    assert (await reservation.api.get(f"/api/events/{unknown}/seats")).status == 404
+
+
+async def test_too_many_seats_in_one_hold_is_refused(reservation):
+    event = await create_event(reservation.api)
+    seat_ids = [s["id"] for s in await seats_of(reservation.api, event["id"])]
+    reply = await reservation.api.post("/api/reservations", {"event_id": event["id"], "seat_ids": seat_ids[:10],
+                                                             "user_id": "u"})
+    assert reply.status == 201  # the default limit is 10
+    more = await create_event(reservation.api, [{"name": "B", "rows": 1, "seats_per_row": 11, "price_minor": 1,
+                                                 "currency": "EUR"}])
+    ids = [s["id"] for s in await seats_of(reservation.api, more["id"])]
+    reply = await reservation.api.post("/api/reservations", {"event_id": more["id"], "seat_ids": ids, "user_id": "u"})
+    assert reply.status == 422 and reply.body["error"]["details"]["field"] == "seat_ids"
+
+
+async def test_a_retry_with_the_same_idempotency_key_returns_the_first_response(reservation):
+    event = await create_event(reservation.api)
+    seat = (await seats_of(reservation.api, event["id"]))[0]["id"]
+    body = {"seat_id": seat, "user_id": "buyer"}
+    first = await reservation.api.post("/api/reserve", body, headers={"Idempotency-Key": "retry-1"})
+    again = await asyncio.gather(*(
+        reservation.api.post("/api/reserve", body, headers={"Idempotency-Key": "retry-1"}) for _ in range(20)))
+    assert first.status == 201
+    assert all(r.status == 201 and r.body == first.body for r in again)
+    assert (await reservation.api.get(f"/api/events/{event['id']}")).body["seats"]["held"] == 1
+    other = await reservation.api.post("/api/reserve", {"seat_id": seat, "user_id": "someone-else"},
+                                       headers={"Idempotency-Key": "retry-1"})
+    assert other.status == 422 and other.body["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_concurrent_first_requests_with_one_key_create_one_hold(cluster):
+    api = (await cluster.start()).api
+    event = await create_event(api)
+    seats = [s["id"] for s in await seats_of(api, event["id"])][:3]
+    body = {"event_id": event["id"], "seat_ids": seats, "user_id": "buyer"}
+    replies = await asyncio.gather(*(api.post("/api/reservations", body, headers={"Idempotency-Key": "same"})
+                                     for _ in range(30)))
+    assert {r.status for r in replies} == {201}
+    assert len({r.body["id"] for r in replies}) == 1
+    rows = await cluster.sql("SELECT count(*) AS n FROM reservations")
+    assert rows[0]["n"] == 1
+
+
+async def test_a_hold_expires_after_its_ttl_and_the_seat_is_free_again(cluster):
+    api = (await cluster.start(TICKETFLOW_HOLD_TTL_SECONDS="0.5", TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")).api
+    event = await create_event(api)
+    seat = (await seats_of(api, event["id"]))[0]["id"]
+    held = await api.post("/api/reserve", {"seat_id": seat, "user_id": "slow"})
+    assert held.status == 201
+
+    async def expired() -> bool:
+        return (await api.get(f"/api/reservations/{held.body['id']}")).body["status"] == "expired"
+
+    await wait_until(expired, 10, "the hold expiring")
+    await wait_until(lambda: cluster.sql("SELECT 1 FROM seats WHERE id = $1 AND status = 'available'", uuid.UUID(seat)),
+                     10, "the sweeper releasing the seat")
+    types = [r["type"] for r in await cluster.sql("SELECT type FROM outbox ORDER BY seq")]
+    assert types == ["reservation.created", "reservation.expired"]
+    again = await api.post("/api/reserve", {"seat_id": seat, "user_id": "next"})
+    assert again.status == 201
+
+
+async def test_an_expired_hold_is_released_at_once_even_before_the_sweeper_runs(cluster):
+    api = (await cluster.start(TICKETFLOW_HOLD_TTL_SECONDS="0.3", TICKETFLOW_SWEEP_INTERVAL_SECONDS="3600")).api
+    event = await create_event(api)
+    seat = (await seats_of(api, event["id"]))[0]["id"]
+    first = await api.post("/api/reserve", {"seat_id": seat, "user_id": "a"})
+
+    async def taken_by_b() -> bool:
+        return (await api.post("/api/reserve", {"seat_id": seat, "user_id": "b"})).status == 201
+
+    await wait_until(taken_by_b, 10, "a second buyer holding the seat after the first hold's TTL")
+    assert (await api.get(f"/api/reservations/{first.body['id']}")).body["status"] == "expired"
+
+
+async def test_release_and_confirm_follow_the_reservation_life_cycle(reservation):
+    api = reservation.api
+    event = await create_event(api)
+    s1, s2 = [s["id"] for s in await seats_of(api, event["id"])][:2]
+    one = (await api.post("/api/reserve", {"seat_id": s1, "user_id": "u"})).body
+    released = await api.delete(f"/api/reservations/{one['id']}")
+    assert released.status == 200 and released.body["status"] == "cancelled"
+    assert (await api.delete(f"/api/reservations/{one['id']}")).status == 200  # releasing twice is harmless
+    assert (await api.post(f"/api/reservations/{one['id']}/confirm")).body["error"]["code"] == "HOLD_LOST"
+    two = (await api.post("/api/reserve", {"seat_id": s2, "user_id": "u"})).body
+    confirmed = await api.post(f"/api/reservations/{two['id']}/confirm")
+    assert confirmed.status == 200 and confirmed.body["status"] == "confirmed"
+    assert (await api.post(f"/api/reservations/{two['id']}/confirm")).status == 200
+    assert (await api.delete(f"/api/reservations/{two['id']}")).status == 409
+    sold = await seats_of(api, event["id"], "sold")
+    assert [s["id"] for s in sold] == [s2]
+    counts = (await api.get(f"/api/events/{event['id']}")).body["seats"]
+    assert counts == {"total": 10, "available": 9, "held": 0, "sold": 1}

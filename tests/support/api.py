@@ -1,0 +1,51 @@
+"""An HTTP client for the daemons' APIs that checks every response against the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from tests.openapi_check import check_response
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+
+class ApiClient:
+    def __init__(self, base_url: str, spec: dict[str, Any], session: aiohttp.ClientSession) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.spec = spec
+        self.session = session
+        self.checked = 0
+
+    async def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
+                      headers: dict[str, str] | None = None, timeout: float = 30) -> Reply:
+        kwargs: dict[str, Any] = {"headers": headers or {}, "timeout": aiohttp.ClientTimeout(total=timeout)}
+        if json_body is not None:
+            kwargs["data"] = json.dumps(json_body)
+            kwargs["headers"] = {"Content-Type": "application/json", **kwargs["headers"]}
+        elif data is not None:
+            kwargs["data"] = data
+        async with self.session.request(method, self.base_url + path, **kwargs) as response:
+            raw = await response.read()
+            body = json.loads(raw) if raw else None
+            assert response.content_type == "application/json", f"{method} {path}: {response.content_type}"
+            check_response(self.spec, method, path, response.status, body)
+            self.checked += 1
+            return Reply(response.status, body, dict(response.headers))
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return await self.request("POST", path, json_body=body, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
