@@ -104,6 +104,8 @@ def is_dependency_down(exc: BaseException) -> bool:
     if isinstance(exc, (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.CannotConnectNowError,
                         asyncpg.exceptions.InterfaceError, asyncpg.exceptions.AdminShutdownError,
                         asyncpg.exceptions.CrashShutdownError, asyncpg.exceptions.TooManyConnectionsError,
+                        # asyncpg's protocol state is confused after a session was cut mid-operation
+                        asyncpg.exceptions.InternalClientError,
                         ConnectionError, OSError, TimeoutError)):
         return True
     return isinstance(exc, asyncpg.exceptions.PostgresConnectionError)

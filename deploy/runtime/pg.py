@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -75,8 +75,12 @@ class Database:
         backoff = Backoff(base=0.05, cap=0.5)
         for attempt in range(1, attempts + 1):
             try:
-                async with self.pool.acquire(timeout=self.connect_timeout) as conn:
-                    return await fn(conn)
+                conn = await self.pool.acquire(timeout=self.connect_timeout)
+                try:
+                    result = await fn(conn)
+                finally:
+                    await self._release(conn)
+                return result
             except RETRYABLE:
                 if attempt == attempts:
                     raise DependencyUnavailable("database contention; retry", retry_after=1) from None
@@ -89,6 +93,16 @@ class Database:
             await asyncio.sleep(backoff.next_delay())
         raise AssertionError("unreachable")
 
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # After the server drops a session, asyncpg's reset on release can fail
+        # (MagicStack/asyncpg#784). The pool has then terminated the connection and
+        # taken its slot back; the work itself already finished, so it must not fail.
+        assert self.pool is not None
+        try:
+            await self.pool.release(conn)
+        except Exception as exc:
+            log.info("connection_discarded", reason=repr(exc))
+
     async def transaction(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], *, idempotent: bool) -> T:
         async def in_transaction(conn: asyncpg.Connection) -> T:
             async with conn.transaction():
@@ -96,6 +110,3 @@ class Database:
 
         return await self.run(in_transaction, idempotent=idempotent)
 
-
-async def fetch_json(conn: asyncpg.Connection, sql: str, *args: Any) -> Any:
-    return await conn.fetchval(sql, *args)

@@ -1,0 +1,122 @@
+"""The HTTP surface: conventions, bad input, readiness, the OpenAPI document, big layouts."""
+
+import time
+
+import aiohttp
+
+from reservation_daemon.openapi import SPEC
+from tests.reservation.conftest import create_event
+from tests.support.api import ApiClient
+from tests.support.daemons import DaemonProcess
+from tests.support.stack import free_port
+
+
+async def test_health_ready_and_instance(reservation):
+    assert (await reservation.api.get("/health")).body == {"status": "ok"}
+    ready = await reservation.api.get("/ready")
+    assert ready.status == 200 and ready.body["checks"]["database"] == "ok"
+    info = (await reservation.api.get("/api/instance")).body
+    assert info["instance"] == "reservation-1" and info["pid"] == reservation.process.proc.pid
+
+
+async def test_every_route_of_the_daemon_is_in_the_openapi_document(reservation):
+    from reservation_daemon.api import routes
+    from reservation_daemon.config import Settings
+
+    documented = {(path, method.upper()) for path, ops in SPEC["paths"].items() for method in ops}
+    served = {(r.path, r.method) for r in routes(Settings(), None, None, "x")}
+    assert served == documented
+    assert (await reservation.api.get("/openapi.json")).body["openapi"] == "3.1.0"
+
+
+async def test_bad_input_gets_stable_codes_never_a_500(reservation):
+    api = reservation.api
+    cases = [
+        (await api.request("POST", "/api/reserve", data=b"{not json"), 400, "MALFORMED_JSON"),
+        (await api.request("POST", "/api/reserve", data=b"\xff\xfe"), 400, "MALFORMED_JSON"),
+        (await api.post("/api/reserve", [1, 2]), 422, "VALIDATION_FAILED"),
+        (await api.post("/api/reserve", {"seat_id": "nope", "user_id": "u"}), 422, "VALIDATION_FAILED"),
+        (await api.post("/api/reserve", {"seat_id": "6f1b2b8e-8f55-4b43-9c39-3c1ba1d3a6a1"}), 422,
+         "VALIDATION_FAILED"),
+        (await api.post("/api/reservations", {"event_id": "6f1b2b8e-8f55-4b43-9c39-3c1ba1d3a6a1",
+                                              "seat_ids": [], "user_id": "u"}), 422, "VALIDATION_FAILED"),
+        (await api.post("/api/events", {"name": "x", "venue": "y", "starts_at": "tomorrow",
+                                        "layout": {"sections": [{"name": "A", "rows": 1, "seats_per_row": 1,
+                                                                 "price_minor": 1, "currency": "EUR"}]}}),
+         422, "VALIDATION_FAILED"),
+        (await api.post("/api/events", {"name": "x", "venue": "y", "starts_at": "2027-01-01T00:00:00Z",
+                                        "layout": {"sections": [{"name": "A", "rows": 1, "seats_per_row": 1,
+                                                                 "price_minor": 1, "currency": "euro"}]}}),
+         422, "VALIDATION_FAILED"),
+        (await api.request("POST", "/api/reserve", data=b"x" * (2 << 20)), 413, "PAYLOAD_TOO_LARGE"),
+    ]
+    for reply, status, code in cases:
+        assert (reply.status, reply.body["error"]["code"]) == (status, code), reply.body
+    assert (await api.get("/api/events/x/seats?status=lost")).status == 404
+    seats = await api.get(f"/api/events/{(await create_event(api))['id']}/seats?status=lost")
+    assert seats.status == 422
+    assert (await reservation.api.get("/ready")).status == 200, "the daemon carried on"
+
+
+async def test_a_layout_of_100000_seats_is_created_in_one_request(reservation):
+    sections = [{"name": f"S{i}", "rows": 100, "seats_per_row": 100, "price_minor": 1000 + i, "currency": "EUR"}
+                for i in range(10)]
+    started = time.monotonic()
+    event = await create_event(reservation.api, sections)
+    took = time.monotonic() - started
+    print(f"100,000-seat layout created in {took:.2f}s")
+    assert event["seats"] == {"total": 100_000, "available": 100_000, "held": 0, "sold": 0}
+    labels = (await reservation.api.get(f"/api/events/{event['id']}/seats")).body["seats"]
+    assert len(labels) == 100_000 and labels[0]["label"] == "S0-1-1"
+    too_big = await reservation.api.post("/api/events", {
+        "name": "x", "venue": "y", "starts_at": "2027-01-01T00:00:00Z",
+        "layout": {"sections": [{"name": "A", "rows": 1000, "seats_per_row": 101, "price_minor": 1,
+                                 "currency": "EUR"}]}})
+    assert too_big.status == 422 and too_big.body["error"]["code"] == "LAYOUT_TOO_LARGE"
+
+
+async def test_events_are_listed_with_their_counts(reservation):
+    a = await create_event(reservation.api, name="A")
+    b = await create_event(reservation.api, name="B")
+    listed = (await reservation.api.get("/api/events")).body["events"]
+    assert {e["id"] for e in listed} == {a["id"], b["id"]}
+
+
+async def test_without_a_database_the_daemon_runs_and_says_so(tmp_path):
+    port = free_port()
+    dead_db = f"postgresql://ticketflow:ticketflow@127.0.0.1:{free_port()}/nothing"
+    url = f"http://127.0.0.1:{port}"
+    process = DaemonProcess("reservation_daemon", {"TICKETFLOW_PG_DSN": dead_db,
+                                                   "TICKETFLOW_RESERVATION_PORT": str(port)},
+                            tmp_path / "r.log")
+    process.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = ApiClient(url, SPEC, session)
+            from tests.helpers import wait_until
+
+            async def health_ok() -> bool:
+                try:
+                    return (await api.get("/health")).status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(health_ok, 20, "the daemon answering /health without its database")
+            ready = await api.get("/ready")
+            assert ready.status == 503 and ready.body["checks"]["database"] == "unavailable"
+            reply = await api.get("/api/events")
+            assert reply.status == 503 and reply.headers["Retry-After"] == "1"
+            assert reply.body["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+        assert process.proc.poll() is None, "the daemon exited because its database is away"
+        assert process.terminate() == 0, "SIGTERM should stop it cleanly"
+    finally:
+        process.kill()
+
+
+async def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "reservation_daemon"], capture_output=True, text=True,
+                            env={"TICKETFLOW_HOLD_TTL_SECONDS": "-5", "PATH": "/usr/bin"}, timeout=30)
+    assert result.returncode == 2 and "TICKETFLOW_HOLD_TTL_SECONDS" in result.stderr
