@@ -20,18 +20,20 @@ $(VENV)/.installed: pyproject.toml deploy/bootstrap.sh
 setup: $(VENV)/.installed
 	$(TICKETFLOW) stack up
 
+# Starts every daemon, creates a demo event and prints a walkthrough; Ctrl-C stops the
+# daemons (the stack stays up for the next run; make stop stops it too).
 run: setup
 	@echo
-	@echo "The stack is up. Connection settings (also: $(TICKETFLOW) stack env):"
+	@echo "Stack connection settings (also: $(TICKETFLOW) stack env):"
 	@$(TICKETFLOW) stack env
 	@echo
-	@echo "Stop everything with: make stop"
+	$(TICKETFLOW) run all
 
 test: setup
 	$(PYTEST) $(PYTEST_ARGS)
 
 stop:
-	@if [ -x $(TICKETFLOW) ]; then $(TICKETFLOW) stack down; else echo "nothing to stop (no $(VENV))"; fi
+	@if [ -x $(TICKETFLOW) ]; then $(TICKETFLOW) stop; else echo "nothing to stop (no $(VENV))"; fi
 
 status: $(VENV)/.installed
 	$(TICKETFLOW) stack status

@@ -2,6 +2,8 @@
 
     ticketflow stack up|down|status|env   the project's own database and broker servers
     ticketflow run reservation            run a daemon in the foreground
+    ticketflow run all                    every daemon + a demo event + a walkthrough
+    ticketflow stop                       stop the daemons and the stack
     ticketflow migrate                    apply pending schema migrations and exit
 
 Run ``ticketflow <command> --help`` for details.
@@ -16,7 +18,7 @@ import time
 
 from deploy.runtime.config import ConfigError, describe
 from deploy.stack.server import StackError
-from deploy.stack.settings import StackSettings
+from deploy.stack.settings import StackSettings, stack_settings
 from deploy.stack.topology import TOPOLOGIES
 
 
@@ -59,9 +61,24 @@ DAEMONS = {
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.daemon == "all":
+        from deploy.supervisor import run_all
+
+        return run_all()
     import importlib
 
     importlib.import_module(DAEMONS[args.daemon][0]).run()
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from deploy.supervisor import stop_all
+
+    for name, stopped in stop_all(stack_settings()).items():
+        print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
+    if not args.daemons_only:
+        for name, stopped in TOPOLOGIES["local"]().down().items():
+            print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
     return 0
 
 
@@ -123,8 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="reservation " + _settings_epilog(ReservationSettings),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("daemon", choices=sorted(DAEMONS))
+    run.add_argument("daemon", choices=["all", *sorted(DAEMONS)],
+                     help="all: start every daemon in the background (logs in .stack/logs/), create a demo "
+                     "event, print a walkthrough, stop them on Ctrl-C")
     run.set_defaults(func=_run)
+
+    stop = commands.add_parser("stop", help="stop the daemons started by `run all`, then the stack")
+    stop.add_argument("--daemons-only", action="store_true", help="leave the stack's servers running")
+    stop.set_defaults(func=_stop)
 
     migrate = commands.add_parser(
         "migrate", help="apply pending schema migrations and exit (daemons also do this at start-up)",

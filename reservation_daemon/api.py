@@ -62,11 +62,12 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
         if total > settings.max_layout_seats:
             raise Unprocessable(f"layout has {total} seats; the limit is {settings.max_layout_seats}",
                                 code="LAYOUT_TOO_LARGE", details={"seats": total})
-        event = await store.create_event(
+        status, event = await store.create_event(
             uuid7(), v.text(body, "name"), v.text(body, "venue"), v.timestamp(body, "starts_at"),
             v.text(body, "description", min_len=0, max_len=5000, required=False), sections,
+            idempotency(request, body),
         )
-        return json_response(event, 201)
+        return json_response(event, status)
 
     async def list_events(_: web.Request) -> web.Response:
         return json_response({"events": await store.list_events()})

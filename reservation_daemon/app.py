@@ -48,7 +48,7 @@ class ReservationDaemon:
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance))
+        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance), self.settings.rate_limit)
         app.middlewares.append(self._schema_gate)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
         await self._runner.setup()

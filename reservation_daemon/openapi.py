@@ -25,7 +25,9 @@ UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
-    "description": "Retrying with the same key returns the first response and never creates a second hold.",
+    "description": "Retrying with the same key returns the first response and never creates a second "
+                   "event or hold. A retry that arrives while the first request is still running waits for "
+                   "it and returns its response.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 COMMON_ERRORS = {
@@ -70,9 +72,10 @@ SPEC: dict[str, Any] = {
         "/api/events": {
             "post": {
                 "summary": "Create an event with its seat layout",
+                "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewEvent")}}},
                 "responses": {"201": _json(_ref("Event"), "the event, with seat counts"), **COMMON_ERRORS,
-                              "422": _error("VALIDATION_FAILED or LAYOUT_TOO_LARGE")},
+                              "422": _error("VALIDATION_FAILED, LAYOUT_TOO_LARGE or IDEMPOTENCY_KEY_REUSED")},
             },
             "get": {"summary": "List events", "responses": {"200": _json(
                 {"type": "object", "required": ["events"],
@@ -174,3 +177,15 @@ SPEC: dict[str, Any] = {
                                        "created_at": TIME, "expires_at": TIME}},
     }},
 }
+
+
+def _document_rate_limiting(spec: dict[str, Any]) -> None:
+    # Every API operation may be rate limited (TICKETFLOW_RATE_LIMIT_PER_SECOND); probes never are.
+    for path, operations in spec["paths"].items():
+        if path.startswith("/api/"):
+            for operation in operations.values():
+                operation["responses"].setdefault(
+                    "429", _error("RATE_LIMITED: too many requests from this client; retry after Retry-After"))
+
+
+_document_rate_limiting(SPEC)

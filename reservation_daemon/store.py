@@ -42,6 +42,37 @@ _EVENT_JSON = """
 """
 
 
+async def _claim_key(conn: asyncpg.Connection, idempotency: tuple[str, str, str] | None,
+                     ) -> tuple[int, dict[str, Any]] | None:
+    """Claim an Idempotency-Key inside the caller's transaction; the earlier response if it was used.
+
+    A concurrent request with the same key waits on the key's row until this
+    transaction ends, then sees the recorded response: one key, one effect.
+    """
+    if idempotency is None:
+        return None
+    scope, key, request_hash = idempotency
+    claimed = await conn.fetchval(
+        "INSERT INTO idempotency_keys (scope, key, request_hash, status, body) VALUES ($1, $2, $3, 0, '{}')"
+        " ON CONFLICT DO NOTHING RETURNING true", scope, key, request_hash)
+    if claimed:
+        return None
+    prior = await conn.fetchrow(
+        "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
+    if prior["request_hash"] != request_hash:
+        return 422, await conn.fetchval(
+            "SELECT tf_error('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different request')")
+    return prior["status"], prior["body"]
+
+
+async def _record_key(conn: asyncpg.Connection, idempotency: tuple[str, str, str] | None, status: int,
+                      body: dict[str, Any]) -> None:
+    if idempotency is not None:
+        scope, key, _ = idempotency
+        await conn.execute("UPDATE idempotency_keys SET status = $3, body = $4 WHERE scope = $1 AND key = $2",
+                           scope, key, status, body)
+
+
 class ReservationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -52,8 +83,12 @@ class ReservationStore:
     # --- events and seats -----------------------------------------------------
 
     async def create_event(self, event_id: uuid.UUID, name: str, venue: str, starts_at: datetime,
-                           description: str, sections: list[Section]) -> dict[str, Any]:
-        async def create(conn: asyncpg.Connection) -> dict[str, Any]:
+                           description: str, sections: list[Section],
+                           idempotency: tuple[str, str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        async def create(conn: asyncpg.Connection) -> tuple[int, dict[str, Any]]:
+            prior = await _claim_key(conn, idempotency)
+            if prior is not None:
+                return prior
             await conn.execute(
                 "INSERT INTO events (id, name, venue, starts_at, description) VALUES ($1, $2, $3, $4, $5)",
                 event_id, name, venue, starts_at, description,
@@ -72,9 +107,11 @@ class ReservationStore:
                 [s.seats_per_row for s in sections], [s.price_minor for s in sections],
                 [s.currency for s in sections],
             )
-            return await self._event(conn, event_id)
+            event = await self._event(conn, event_id)
+            await _record_key(conn, idempotency, 201, event)
+            return 201, event
 
-        return await self.db.transaction(create, idempotent=False)
+        return await self.db.transaction(create, idempotent=idempotency is not None)
 
     async def _event(self, conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any] | None:
         return await conn.fetchval(

@@ -137,6 +137,39 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         return json_response(error_body("INTERNAL", "internal error"), 500)
 
 
+class RateLimiter:
+    """Token bucket per client address: ``rate`` requests/s sustained, bursts of ``2 * rate``.
+
+    Health and readiness probes are never limited: a load balancer must always see the truth.
+    """
+
+    EXEMPT = ("/health", "/ready")
+
+    def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = 2 * rate
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self._buckets) > 100_000:  # forget idle clients rather than grow without bound
+            self._buckets.clear()
+        if tokens < 1:
+            self._buckets[client] = (tokens, now)
+            return False
+        self._buckets[client] = (tokens - 1, now)
+        return True
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        if request.path not in self.EXEMPT and not self.allow(request.remote or "unknown"):
+            raise RateLimited(f"more than {self.rate} requests per second", headers={"Retry-After": "1"})
+        return await handler(request)
+
+
 def health_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]) -> list[web.RouteDef]:
     """``GET /health`` (the process is alive) and ``GET /ready`` (it can do its job now)."""
 
@@ -152,7 +185,11 @@ def health_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]) -
     return [web.get("/health", health), web.get("/ready", readiness)]
 
 
-def make_app(routes: list[web.RouteDef]) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY)
+def make_app(routes: list[web.RouteDef], rate_limit: int = 0) -> web.Application:
+    """An aiohttp app with the shared error envelope and, if ``rate_limit`` > 0, per-client limiting."""
+    middlewares = [error_middleware]
+    if rate_limit > 0:
+        middlewares.append(RateLimiter(rate_limit).middleware)
+    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
     app.add_routes(routes)
     return app

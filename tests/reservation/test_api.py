@@ -120,3 +120,58 @@ async def test_a_bad_setting_stops_start_up_naming_the_variable(tmp_path):
     result = subprocess.run([sys.executable, "-m", "reservation_daemon"], capture_output=True, text=True,
                             env={"TICKETFLOW_HOLD_TTL_SECONDS": "-5", "PATH": "/usr/bin"}, timeout=30)
     assert result.returncode == 2 and "TICKETFLOW_HOLD_TTL_SECONDS" in result.stderr
+
+
+async def test_a_client_over_the_rate_limit_gets_429_and_probes_are_never_limited(cluster):
+    api = (await cluster.start(TICKETFLOW_RATE_LIMIT_PER_SECOND="5")).api
+    replies = [await api.get("/api/events") for _ in range(30)]
+    limited = [r for r in replies if r.status == 429]
+    assert limited, "30 back-to-back requests at a limit of 5/s were never limited"
+    assert limited[0].body["error"]["code"] == "RATE_LIMITED" and limited[0].headers["Retry-After"] == "1"
+    probes = [(await api.get("/ready")).status for _ in range(30)]
+    assert probes == [200] * 30
+
+
+def test_the_token_bucket_refills_at_its_rate():
+    from deploy.runtime.http import RateLimiter
+
+    now = [0.0]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(5)] == [True] * 4 + [False]  # burst of 2 * rate
+    assert limiter.allow("b")  # other clients have their own bucket
+    now[0] += 0.5
+    assert limiter.allow("a") and not limiter.allow("a")
+
+
+async def test_creating_an_event_twice_with_one_idempotency_key_creates_one_event(reservation):
+    import asyncio
+
+    body = {"name": "Once", "venue": "Hall", "starts_at": "2027-01-01T20:00:00Z",
+            "layout": {"sections": [{"name": "A", "rows": 1, "seats_per_row": 3, "price_minor": 1,
+                                     "currency": "EUR"}]}}
+    replies = await asyncio.gather(*(reservation.api.post("/api/events", body, headers={"Idempotency-Key": "ev-1"})
+                                     for _ in range(10)))
+    assert {r.status for r in replies} == {201} and len({r.body["id"] for r in replies}) == 1
+    assert len((await reservation.api.get("/api/events")).body["events"]) == 1
+    changed = await reservation.api.post("/api/events", {**body, "name": "Other"}, headers={"Idempotency-Key": "ev-1"})
+    assert changed.status == 422 and changed.body["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+async def test_a_multi_host_dsn_finds_the_writable_primary(cluster, receiver_db):
+    from tests.helpers import wait_until
+    from tests.reservation.conftest import seats_of
+
+    # The first host is gone (a failed primary); the daemon must use the next writable one.
+    live = cluster.dsn.split("@", 1)[1]  # 127.0.0.1:port/db
+    hosts_dsn = (f"postgresql://ticketflow:ticketflow@127.0.0.1:{free_port()},{live}"
+                 "?target_session_attrs=read-write")
+    api = (await cluster.start(TICKETFLOW_PG_DSN=hosts_dsn)).api
+    event = await create_event(api)
+    seat = (await seats_of(api, event["id"]))[0]["id"]
+    assert (await api.post("/api/reserve", {"seat_id": seat, "user_id": "u"})).status == 201
+    await cluster.start_receiver(receiver_db)
+
+    async def relayed() -> bool:
+        return (await cluster.sql("SELECT acked_seq FROM stream_heads"))[0]["acked_seq"] == 1
+
+    await wait_until(relayed, 15, "the relay (on the same multi-host DSN) delivering")

@@ -1,0 +1,157 @@
+"""``ticketflow run all``: every daemon as a child process, a demo event, a walkthrough.
+
+Daemon logs go to ``.stack/logs/<daemon>.log`` so the terminal stays readable;
+pid files under ``.stack/daemons/`` let ``ticketflow stop`` (``make stop``) stop
+them from another terminal, by the pids recorded, as the stack does its servers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.stack import process
+from deploy.stack.settings import StackSettings, stack_settings
+from deploy.stack.topology import local
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    name: str
+    module: str
+    http_port_env: str
+    default_port: int
+
+
+DAEMONS = [
+    DaemonSpec("reservation", "reservation_daemon", "TICKETFLOW_RESERVATION_PORT", 8083),
+]
+
+
+def _dirs(settings: StackSettings) -> tuple[Path, Path]:
+    return settings.root / "daemons", settings.root / "logs"
+
+
+def _port(spec: DaemonSpec, env: dict[str, str]) -> int:
+    return int(env.get(spec.http_port_env, spec.default_port))
+
+
+def _http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.running_pid(pidfile) is None:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+            raise RuntimeError(f"exited during start-up; last lines of {log}:\n{tail}")
+        try:
+            if _http("GET", url)[0] == 200:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout:.0f}s; see {log}")
+
+
+def start_all(settings: StackSettings) -> dict[str, str]:
+    """Start every daemon not already running; returns name -> base URL."""
+    env = {**os.environ, **local(settings).env()}
+    pids, logs = _dirs(settings)
+    urls = {}
+    for spec in DAEMONS:
+        pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
+        url = f"http://127.0.0.1:{_port(spec, env)}"
+        if process.running_pid(pidfile) is None:
+            process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=env)
+            print(f"{spec.name:<12} starting (log: {log})")
+        _wait_ready(url + "/ready", pidfile, log)
+        print(f"{spec.name:<12} ready at {url}")
+        urls[spec.name] = url
+    return urls
+
+
+def stop_all(settings: StackSettings) -> dict[str, bool]:
+    pids, _ = _dirs(settings)
+    # SIGTERM: each daemon finishes in-flight work and closes its links.
+    return {spec.name: process.stop(pids / f"{spec.name}.pid", signal.SIGTERM, timeout=20)
+            for spec in reversed(DAEMONS)}
+
+
+def demo(urls: dict[str, str]) -> str:
+    base = urls["reservation"]
+    status, event = _http("POST", base + "/api/events", {
+        "name": "TicketFlow Live", "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
+        "description": "the demo event created by make run",
+        "layout": {"sections": [
+            {"name": "STALLS", "rows": 10, "seats_per_row": 20, "price_minor": 4500, "currency": "EUR"},
+            {"name": "BALCONY", "rows": 5, "seats_per_row": 12, "price_minor": 2900, "currency": "EUR"}]},
+    }, {"Idempotency-Key": "make-run-demo-event"})  # re-running make run reuses the same event
+    if status != 201:
+        raise RuntimeError(f"could not create the demo event: {status} {event}")
+    _, seats = _http("GET", f"{base}/api/events/{event['id']}/seats?status=available")
+    seat = seats["seats"][0]
+    # A key per printed walkthrough: a key from an earlier run would replay that run's answer.
+    run_token = os.urandom(4).hex()
+    j = "-H 'Content-Type: application/json'"
+    return f"""
+TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
+OpenAPI: {base}/openapi.json   Logs: .stack/logs/   Stop: Ctrl-C here, or `make stop` elsewhere.
+
+Try it (paste each line):
+
+  # 1. the event and its seat counts
+  curl -s -w '\\n' {base}/api/events/{event['id']}
+  # 2. hold seat {seat['label']} for alice (retrying with the same Idempotency-Key never holds twice)
+  curl -s -w '\\n' -X POST {base}/api/reserve {j} -H 'Idempotency-Key: alice-{run_token}' -d '{{"seat_id":"{seat['id']}","user_id":"alice"}}'
+  # 3. bob tries the same seat: 409 SEAT_UNAVAILABLE
+  curl -s -w '\\n' -X POST {base}/api/reserve {j} -d '{{"seat_id":"{seat['id']}","user_id":"bob"}}'
+  # 4. the seat is now held
+  curl -s -w '\\n' '{base}/api/events/{event['id']}/seats?status=held'
+  # 5. release alice's hold (RESERVATION_ID is the "id" printed by step 2)
+  curl -s -w '\\n' -X DELETE {base}/api/reservations/RESERVATION_ID
+"""
+
+
+def run_all() -> int:
+    settings = stack_settings()
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        urls = start_all(settings)
+        print(demo(urls))
+        pids, _ = _dirs(settings)
+        while not stop:
+            for spec in DAEMONS:
+                if process.running_pid(pids / f"{spec.name}.pid") is None:
+                    print(f"{spec.name} exited; see .stack/logs/{spec.name}.log", file=sys.stderr)
+                    stop = True
+            time.sleep(0.5)
+    except RuntimeError as exc:
+        print(f"ticketflow: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("\nstopping daemons (the stack stays up; `make stop` stops it too)")
+        stop_all(settings)
+    return 0
