@@ -173,3 +173,18 @@ async def test_pruning_keeps_unacknowledged_and_recent_rows(cluster):
     finally:
         await db.close()
     assert [r["seq"] for r in await cluster.sql("SELECT seq FROM outbox ORDER BY seq")] == [3, 4]
+
+
+async def test_listen_notify_wakes_the_relay_long_before_its_poll_interval(cluster, receiver_db):
+    import time
+
+    api = (await cluster.start(TICKETFLOW_RELAY_POLL_SECONDS="60")).api
+    await cluster.start_receiver(receiver_db)
+    event = await create_event(api)
+    seats = [s["id"] for s in await seats_of(api, event["id"])]
+    assert (await api.post("/api/reserve", {"seat_id": seats[0], "user_id": "u"})).status == 201
+    await wait_until(lambda: _acked(cluster, 1), 30, "the link coming up and the first event delivered")
+    started = time.monotonic()
+    assert (await api.post("/api/reserve", {"seat_id": seats[1], "user_id": "u"})).status == 201
+    await wait_until(lambda: _acked(cluster, 2), 5, "the second event delivered without waiting for a poll")
+    print(f"commit -> billing ack in {(time.monotonic() - started) * 1000:.0f} ms")
