@@ -15,7 +15,7 @@ from deploy.runtime.pg import Database
 from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
 from reservation_daemon.store import ReservationStore
-from reservation_daemon.stream import OutboxRelay
+from reservation_daemon.stream import make_relay
 
 log = structlog.get_logger("reservation")
 
@@ -26,7 +26,7 @@ class ReservationDaemon:
         self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
         self.db = Database(settings.pg_dsn, max_size=settings.pool_size)
         self.store = ReservationStore(self.db)
-        self.relay = OutboxRelay(settings, self.store, node=self.instance)
+        self.relay = make_relay(settings, self.store, node=self.instance)
         self.migrated = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None

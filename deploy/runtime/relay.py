@@ -1,0 +1,100 @@
+"""Outbox relays with exactly one active copy across replicas.
+
+A relay runs only while it holds a database lock (PostgreSQL advisory lock,
+MariaDB GET_LOCK) on a dedicated session. A replica that dies loses its
+session and so its lock; a standby's next attempt takes over. Two relays
+overlapping briefly (a holder cut off but not yet noticed) is harmless: the
+receiver keeps one connection per stream and resumes from its durable position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from deploy.runtime.backoff import Backoff
+from protocol.sender import Sender
+
+log = structlog.get_logger("relay")
+
+
+class LeaderLock(Protocol):
+    """A lock held by one database session; losing the session loses the lock."""
+
+    async def acquire(self, wake: Callable[[], None]) -> bool:
+        """Open a session and try the lock once; ``wake`` is called when new rows may exist."""
+
+    async def check(self) -> None:
+        """Raise if the session (and so the lock) is gone."""
+
+    async def release(self) -> None:
+        """Close the session, releasing the lock."""
+
+
+class OutboxRelay:
+    def __init__(self, stream: str, make_lock: Callable[[], LeaderLock], make_sender: Callable[[], Sender],
+                 lock_retry: float = 1.0, check_interval: float = 1.0) -> None:
+        self.stream = stream
+        self.make_lock = make_lock
+        self.make_sender = make_sender
+        self.lock_retry = lock_retry
+        self.check_interval = check_interval
+        self.active = False
+        self.sender: Sender | None = None
+        self._stopping = asyncio.Event()
+
+    def notify(self) -> None:
+        """New outbox rows were written by this process."""
+        if self.sender is not None:
+            self.sender.notify()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self.sender is not None:
+            await self.sender.stop()
+
+    async def run(self) -> None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        while not self._stopping.is_set():
+            lock = self.make_lock()
+            try:
+                if await lock.acquire(self.notify):
+                    backoff.reset()
+                    await self._lead(lock)
+                else:
+                    await lock.release()
+                    await self._sleep(self.lock_retry)
+                    continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relay_interrupted", stream=self.stream, reason=repr(exc))
+            finally:
+                self.active = False
+                await lock.release()
+            await self._sleep(backoff.next_delay())
+
+    async def _lead(self, lock: LeaderLock) -> None:
+        sender = self.sender = self.make_sender()
+        self.active = True
+        log.info("relay_active", stream=self.stream)
+        sending = asyncio.create_task(sender.run())
+        try:
+            while not self._stopping.is_set() and not sending.done():
+                await asyncio.wait_for(lock.check(), 5)
+                await self._sleep(self.check_interval)
+        finally:
+            await sender.stop()
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            self.sender = None
+            log.info("relay_standby", stream=self.stream)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
