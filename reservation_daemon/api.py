@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from typing import Any
 
 from aiohttp import web
 
 from deploy.runtime import validation as v
-from deploy.runtime.http import NotFound, Unprocessable, health_routes, json_response, read_json
+from deploy.runtime.http import NotFound, Unprocessable, health_routes, idempotency, json_response, read_json
 from deploy.runtime.ids import uuid7
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import SPEC
@@ -18,18 +16,6 @@ from reservation_daemon.store import ReservationStore, Section
 
 VERSION = "0.1.0"
 SEAT_STATUSES = ("available", "held", "sold")
-MAX_KEY_LENGTH = 200
-
-
-def idempotency(request: web.Request, body: Any) -> tuple[str, str, str] | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_KEY_LENGTH:
-        raise Unprocessable(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters",
-                            details={"field": "Idempotency-Key"})
-    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return request.path, key, request_hash
 
 
 def routes(settings: Settings, store: ReservationStore, ready, instance: str) -> list[web.RouteDef]:

@@ -97,6 +97,26 @@ async def read_json(request: web.Request) -> Any:
         raise MalformedRequest(f"body is not valid JSON: {exc}", code="MALFORMED_JSON") from None
 
 
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency(request: web.Request, body: Any, required: bool = False) -> tuple[str, str, str] | None:
+    """(scope, key, request hash) from the ``Idempotency-Key`` header, scoped to the path."""
+    import hashlib
+
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        if required:
+            raise Unprocessable("this request moves money: send an Idempotency-Key header",
+                                code="IDEMPOTENCY_KEY_REQUIRED", details={"field": "Idempotency-Key"})
+        return None
+    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise Unprocessable(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+                            details={"field": "Idempotency-Key"})
+    request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return request.path, key, request_hash
+
+
 def is_dependency_down(exc: BaseException) -> bool:
     """Connection-level failures of a database or peer (not query errors)."""
     import asyncpg
@@ -108,7 +128,17 @@ def is_dependency_down(exc: BaseException) -> bool:
                         asyncpg.exceptions.InternalClientError,
                         ConnectionError, OSError, TimeoutError)):
         return True
-    return isinstance(exc, asyncpg.exceptions.PostgresConnectionError)
+    if isinstance(exc, asyncpg.exceptions.PostgresConnectionError):
+        return True
+    import pymysql
+
+    if isinstance(exc, pymysql.err.InterfaceError):
+        return True
+    if isinstance(exc, pymysql.err.OperationalError):
+        # 2003 can't connect, 2006 gone away, 2013 lost connection, 1053 shutting down,
+        # 1927 connection killed, 1047 Galera node not ready (WSREP), 1040 too many connections
+        return bool(exc.args) and exc.args[0] in {2003, 2006, 2013, 1053, 1927, 1047, 1040}
+    return False
 
 
 @web.middleware

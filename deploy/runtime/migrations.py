@@ -62,3 +62,54 @@ async def migrate_postgres(conn: asyncpg.Connection, package: str) -> list[str]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _PG_LOCK_KEY)
     return applied_now
+
+
+_MARIADB_LOCK = "ticketflow.migrations"
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of a MariaDB migration file: each ends with ';' at the end of a line."""
+    statements, current = [], []
+    for line in sql.splitlines():
+        if not current and (not line.strip() or line.strip().startswith("--")):
+            continue
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).rstrip().rstrip(";"))
+            current = []
+    if any(line.strip() for line in current):
+        statements.append("\n".join(current))
+    return statements
+
+
+async def migrate_mariadb(conn, package: str) -> list[str]:
+    """Apply pending migrations to MariaDB under a named lock.
+
+    MariaDB commits DDL implicitly, so a migration that fails half-way is not
+    rolled back: keep each file to statements that can be re-run
+    (IF NOT EXISTS) and fix forward.
+    """
+    from deploy.runtime.mysql import execute, fetchall, fetchval
+
+    applied_now = []
+    if await fetchval(conn, "SELECT GET_LOCK(%s, 60)", (_MARIADB_LOCK,)) != 1:
+        raise RuntimeError("could not take the migration lock within 60 s")
+    try:
+        await execute(conn, "CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, "
+                            "name VARCHAR(200) NOT NULL, applied_at DATETIME(6) NOT NULL DEFAULT NOW(6))"
+                            " ENGINE=InnoDB")
+        await conn.commit()
+        done = {r["version"] for r in await fetchall(conn, "SELECT version FROM schema_migrations")}
+        for migration in discover(package):
+            if migration.version in done:
+                continue
+            for statement in split_statements(migration.sql):
+                await execute(conn, statement)
+            await execute(conn, "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                          (migration.version, migration.name))
+            await conn.commit()
+            log.info("migration_applied", version=migration.version, name=migration.name)
+            applied_now.append(f"{migration.version:04d}_{migration.name}")
+    finally:
+        await fetchval(conn, "SELECT RELEASE_LOCK(%s)", (_MARIADB_LOCK,))
+    return applied_now

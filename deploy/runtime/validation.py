@@ -12,13 +12,13 @@ from deploy.runtime.http import NotFound, Unprocessable
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
-def _invalid(field: str, message: str) -> Unprocessable:
+def invalid(field: str, message: str) -> Unprocessable:
     return Unprocessable(f"{field}: {message}", details={"field": field})
 
 
 def obj(body: Any, field: str = "body") -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise _invalid(field, "must be a JSON object")
+        raise invalid(field, "must be a JSON object")
     return body
 
 
@@ -28,61 +28,61 @@ def text(body: dict[str, Any], field: str, *, min_len: int = 1, max_len: int = 2
     if value is None and not required:
         return default
     if not isinstance(value, str):
-        raise _invalid(field, "must be a string")
+        raise invalid(field, "must be a string")
     value = value.strip()
     if not min_len <= len(value) <= max_len:
-        raise _invalid(field, f"must be {min_len} to {max_len} characters")
+        raise invalid(field, f"must be {min_len} to {max_len} characters")
     return value
 
 
 def integer(body: dict[str, Any], field: str, *, minimum: int, maximum: int) -> int:
     value = body.get(field)
     if not isinstance(value, int) or isinstance(value, bool):
-        raise _invalid(field, "must be an integer")
+        raise invalid(field, "must be an integer")
     if not minimum <= value <= maximum:
-        raise _invalid(field, f"must be between {minimum} and {maximum}")
+        raise invalid(field, f"must be between {minimum} and {maximum}")
     return value
 
 
 def uuid_field(body: dict[str, Any], field: str) -> uuid.UUID:
     value = body.get(field)
     if not isinstance(value, str):
-        raise _invalid(field, "must be a UUID string")
+        raise invalid(field, "must be a UUID string")
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise _invalid(field, "must be a UUID string") from None
+        raise invalid(field, "must be a UUID string") from None
 
 
 def uuid_list(body: dict[str, Any], field: str, *, max_items: int) -> list[uuid.UUID]:
     value = body.get(field)
     if not isinstance(value, list) or not value:
-        raise _invalid(field, "must be a non-empty list of UUIDs")
+        raise invalid(field, "must be a non-empty list of UUIDs")
     if len(value) > max_items:
-        raise _invalid(field, f"at most {max_items} items")
+        raise invalid(field, f"at most {max_items} items")
     ids = [uuid_field({field: v}, field) for v in value]
     if len(set(ids)) != len(ids):
-        raise _invalid(field, "must not repeat an id")
+        raise invalid(field, "must not repeat an id")
     return ids
 
 
 def currency(body: dict[str, Any], field: str) -> str:
     value = body.get(field)
     if not isinstance(value, str) or not _CURRENCY.match(value):
-        raise _invalid(field, "must be an ISO 4217 code such as EUR")
+        raise invalid(field, "must be an ISO 4217 code such as EUR")
     return value
 
 
 def timestamp(body: dict[str, Any], field: str) -> datetime:
     value = body.get(field)
     if not isinstance(value, str):
-        raise _invalid(field, "must be an RFC 3339 timestamp")
+        raise invalid(field, "must be an RFC 3339 timestamp")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise _invalid(field, "must be an RFC 3339 timestamp") from None
+        raise invalid(field, "must be an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
-        raise _invalid(field, "must carry a time zone offset (e.g. Z)")
+        raise invalid(field, "must carry a time zone offset (e.g. Z)")
     return parsed
 
 

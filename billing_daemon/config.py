@@ -1,0 +1,55 @@
+"""Every setting of the billing daemon, read once from ``TICKETFLOW_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.runtime.config import (fraction, load, non_negative_int, port, positive_float, positive_int, secret,
+                                   setting)
+
+DEV_LINK_SECRET = b"ticketflow-dev-link-secret-change-me"
+
+
+def optional_int(raw: str) -> int | None:
+    return None if raw.strip() == "" else int(raw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    http_host: str = setting("TICKETFLOW_BILLING_HOST", "127.0.0.1", str, "HTTP listen address")
+    http_port: int = setting("TICKETFLOW_BILLING_PORT", 8084, port, "HTTP listen port")
+    mariadb_dsn: str = setting("TICKETFLOW_MARIADB_DSN", "mysql://ticketflow:ticketflow@127.0.0.1:17306/ticketflow",
+                               str, "MariaDB DSN; a load balancer or several comma-separated hosts")
+    pool_size: int = setting("TICKETFLOW_BILLING_POOL_SIZE", 20, positive_int, "database connections per instance")
+    link_host: str = setting("TICKETFLOW_BILLING_LINK_LISTEN_HOST", "127.0.0.1", str,
+                             "where the reservation stream is received")
+    link_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "port of the reservation stream receiver")
+    bridge_host: str = setting("TICKETFLOW_BRIDGE_LINK_HOST", "127.0.0.1", str, "the bridge's stream receiver host")
+    bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
+    link_secret: bytes = setting("TICKETFLOW_LINK_SECRET", DEV_LINK_SECRET, secret,
+                                 "shared secret of the links (at least 16 bytes)")
+    link_window: int = setting("TICKETFLOW_LINK_WINDOW", 256, positive_int, "events in flight before an ack")
+    relay_poll: float = setting("TICKETFLOW_BILLING_RELAY_POLL_SECONDS", 0.25, positive_float,
+                                "outbox poll interval (MariaDB has no LISTEN; local writes wake the relay at once)")
+    relay_lock_retry: float = setting("TICKETFLOW_RELAY_LOCK_RETRY_SECONDS", 1.0, positive_float,
+                                      "how often a standby replica tries to become the relay")
+    payment_success_rate: float = setting("TICKETFLOW_PAYMENT_SUCCESS_RATE", 1.0, fraction,
+                                          "share of mock charges approved")
+    payment_seed: int | None = setting("TICKETFLOW_PAYMENT_SEED", None, optional_int,
+                                       "seed for the mock gateway's decisions (unset: random)")
+    payment_latency_ms: int = setting("TICKETFLOW_PAYMENT_LATENCY_MS", 0, non_negative_int,
+                                      "simulated gateway latency")
+    pay_margin: float = setting("TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS", 30.0, positive_float,
+                                "payments are refused this close to a hold's expiry")
+    retention_hours: float = setting("TICKETFLOW_OUTBOX_RETENTION_HOURS", 168.0, positive_float,
+                                     "acknowledged outbox rows are kept this long for replays")
+    idempotency_hours: float = setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float,
+                                       "how long an Idempotency-Key is remembered")
+    rate_limit: int = setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
+                              "requests per second per client address (0 = unlimited)")
+    instance: str = setting("TICKETFLOW_INSTANCE", "", str, "name of this replica (default host:port)")
+    log_level: str = setting("TICKETFLOW_LOG_LEVEL", "info", str, "debug, info, warning or error")
+
+
+def load_settings() -> Settings:
+    return load(Settings)

@@ -1,0 +1,95 @@
+"""Billing's two links: the reservation stream in (port 7001) and the payments stream out.
+
+In: each batch is applied in ONE MariaDB transaction together with the
+stream's position; the receiver acks only after that commit, and the welcome
+position is read back from MariaDB at every handshake.
+
+Out: the outbox relay runs on the one replica holding a MariaDB named lock
+(GET_LOCK). MariaDB has no LISTEN/NOTIFY: this process's own commits wake the
+relay at once and the poll interval covers writes made by other replicas.
+In a Galera cluster GET_LOCK is local to one node, so every billing replica
+must reach the cluster through the same writer node (HAProxy's usual
+single-writer setup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import aiomysql
+
+from billing_daemon.config import Settings
+from billing_daemon.store import OUT_STREAM, BillingStore
+from deploy.runtime.mysql import MariaDsn, fetchval
+from deploy.runtime.relay import OutboxRelay
+from protocol.link import LinkSettings
+from protocol.messages import Event
+from protocol.receiver import Receiver
+from protocol.sender import Sender
+
+IN_STREAM = "reservations"
+RELAY_LOCK = "ticketflow.billing.relay"
+
+
+class ReservationInbox:
+    """The protocol StreamHandler for the reservation stream."""
+
+    def __init__(self, store: BillingStore) -> None:
+        self.store = store
+
+    async def position(self) -> int:
+        return await self.store.stream_position(IN_STREAM)
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        await self.store.apply_reservation_events(IN_STREAM, events)
+
+
+def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receiver:
+    return Receiver({IN_STREAM: ReservationInbox(store)},
+                    LinkSettings(secret=settings.link_secret, node=node),
+                    host=settings.link_host, port=settings.link_port)
+
+
+class MariaDbNamedLock:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = MariaDsn.parse(dsn)
+        self.conn: aiomysql.Connection | None = None
+
+    async def acquire(self, wake: Callable[[], None]) -> bool:
+        host, port = self.dsn.hosts[0]
+        errors = []
+        for host, port in self.dsn.hosts:
+            try:
+                self.conn = await aiomysql.connect(host=host, port=port, user=self.dsn.user,
+                                                   password=self.dsn.password, db=self.dsn.database,
+                                                   connect_timeout=5, autocommit=True)
+                break
+            except Exception as exc:
+                errors.append(exc)
+        if self.conn is None:
+            raise errors[-1]
+        return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (RELAY_LOCK,)) == 1
+
+    async def check(self) -> None:
+        assert self.conn is not None
+        if await fetchval(self.conn, "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (RELAY_LOCK,)) != 1:
+            raise RuntimeError("the relay lock is no longer held by this session")
+
+    async def release(self) -> None:
+        if self.conn is not None:
+            self.conn.close()  # ending the session releases the lock
+            self.conn = None
+
+
+def make_relay(settings: Settings, store: BillingStore, node: str) -> OutboxRelay:
+    def make_sender() -> Sender:
+        return Sender(
+            settings.bridge_host, settings.bridge_port, OUT_STREAM, store.read_outbox,
+            LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
+            head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
+        )
+
+    relay = OutboxRelay(OUT_STREAM, lambda: MariaDbNamedLock(settings.mariadb_dsn), make_sender,
+                        lock_retry=settings.relay_lock_retry)
+    store.on_emit.append(relay.notify)
+    return relay
