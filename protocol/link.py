@@ -7,6 +7,9 @@ import ssl
 import time
 from dataclasses import dataclass
 
+import structlog
+
+from deploy.runtime.aio import within
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from protocol.session import DEFAULT_WINDOW, _Session
@@ -81,8 +84,8 @@ class Connection:
                 pass
         self.writer.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-        except (Exception, asyncio.CancelledError):
+            await within(1.0, self.writer.wait_closed())
+        except Exception:
             pass
 
 
@@ -94,7 +97,10 @@ async def run_until_first_failure(*coros) -> None:
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Bounded: a task that ignored its cancellation must not hold the connection's owner forever.
+        _, stuck = await asyncio.wait(tasks, timeout=10)
+        for task in stuck:
+            structlog.get_logger("protocol").error("task_ignored_cancellation", task=repr(task))
     for task in done:
         if task.cancelled():
             continue

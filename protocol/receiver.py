@@ -14,6 +14,8 @@ from typing import Protocol
 
 import structlog
 
+from deploy.runtime.aio import within
+
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.link import Connection, LinkSettings, run_until_first_failure
 from protocol.messages import Event
@@ -86,7 +88,7 @@ class Receiver:
         error: ProtocolError | None = None
         stream = None
         try:
-            auth = await asyncio.wait_for(self._handshake(conn), s.heartbeat_timeout)
+            auth = await within(s.heartbeat_timeout, self._handshake(conn))
             stream = auth.stream
             await self._take_over(stream)
             handler = self.handlers[stream]

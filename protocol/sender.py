@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from deploy.runtime.aio import wait_event, within
 from deploy.runtime.backoff import Backoff
 from protocol.errors import ErrorCode, ProtocolError, RemoteError
 from protocol.link import Connection, LinkSettings, run_until_first_failure
@@ -92,23 +93,18 @@ class Sender:
             if self._stopping.is_set():
                 break
             delay = self.backoff.next_delay()
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._stopping, delay)
 
     async def _run_connection(self) -> None:
         s = self.settings
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=s.ssl, limit=1 << 20),
-            s.connect_timeout,
-        )
+        reader, writer = await within(
+            s.connect_timeout, asyncio.open_connection(self.host, self.port, ssl=s.ssl, limit=1 << 20))
         session = SenderSession(self.stream, s.node, s.secret, s.window, s.max_frame_size)
         conn = self._connection = Connection(session, reader, writer)
         error: ProtocolError | None = None
         try:
             conn.flush()
-            welcome = await asyncio.wait_for(self._handshake(conn), s.heartbeat_timeout)
+            welcome = await within(s.heartbeat_timeout, self._handshake(conn))
             if self._head is not None:
                 head = await self._head()
                 if welcome.position > head:
@@ -155,11 +151,18 @@ class Sender:
         session = conn.session
         assert isinstance(session, SenderSession)
         while session.state is State.STREAMING:
+            # Clear before looking at the window and the source: a wake-up (ack or notify)
+            # from here on makes the wait below return. Clearing only when the window had
+            # room would leave a notify set while it is full, and Event.wait() returns
+            # without yielding when set: the loop would spin and starve the ack reader.
+            self._wake.clear()
             room = session.window_open
             events: Sequence[Event] = ()
             if room > 0:
-                self._wake.clear()
                 events = await self._read(session.last_sent, room)
+            if conn.writer.is_closing():
+                # 3.11's drain() on a closing transport returns instead of raising.
+                raise ConnectionResetError("connection closed while sending")
             if events:
                 for event in events:
                     session.send_event(event)
@@ -167,7 +170,4 @@ class Sender:
                 await conn.writer.drain()
                 continue
             # Window full or nothing new: sleep until an ack, a notify, or the poll fallback.
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, self.poll_interval)

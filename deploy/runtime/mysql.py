@@ -20,6 +20,7 @@ import aiomysql
 import pymysql
 import structlog
 
+from deploy.runtime.aio import within
 from deploy.runtime.backoff import Backoff
 from deploy.runtime.http import DependencyUnavailable, is_dependency_down
 
@@ -97,13 +98,13 @@ class MariaDB:
         if self._pool is not None:
             self._pool.close()
             try:
-                await asyncio.wait_for(self._pool.wait_closed(), 5)
-            except (asyncio.TimeoutError, Exception):
+                await within(5, self._pool.wait_closed())
+            except Exception:
                 pass
 
     async def ping(self) -> bool:
         try:
-            await asyncio.wait_for(self.run(lambda c: fetchval(c, "SELECT 1"), idempotent=False), 3)
+            await within(3, self.run(lambda c: fetchval(c, "SELECT 1"), idempotent=False))
             return True
         except Exception:
             return False
@@ -115,9 +116,9 @@ class MariaDB:
             pool = None
             try:
                 pool = await self._get_pool()
-                conn = await asyncio.wait_for(pool.acquire(), self.connect_timeout)
+                conn = await within(self.connect_timeout, pool.acquire())
                 try:
-                    result = await asyncio.wait_for(fn(conn), self.command_timeout)
+                    result = await within(self.command_timeout, fn(conn))
                 except BaseException:
                     # The connection's state is unknown (mid-transaction, mid-read): never reuse it.
                     conn.close()

@@ -15,6 +15,7 @@ from typing import TypeVar
 import asyncpg
 import structlog
 
+from deploy.runtime.aio import within
 from deploy.runtime.backoff import Backoff
 from deploy.runtime.http import DependencyUnavailable, is_dependency_down
 
@@ -50,13 +51,13 @@ class Database:
     async def close(self) -> None:
         if self.pool is not None:
             try:
-                await asyncio.wait_for(self.pool.close(), 5)
-            except (asyncio.TimeoutError, Exception):
+                await within(5, self.pool.close())
+            except Exception:
                 self.pool.terminate()
 
     async def ping(self) -> bool:
         try:
-            await asyncio.wait_for(self.run(lambda c: c.fetchval("SELECT 1"), idempotent=False), 2)
+            await within(2, self.run(lambda c: c.fetchval("SELECT 1"), idempotent=False))
             return True
         except Exception:
             return False

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from deploy.runtime.aio import wait_event, within
 from deploy.runtime.backoff import Backoff
 from protocol.sender import Sender
 
@@ -84,7 +85,7 @@ class OutboxRelay:
         sending = asyncio.create_task(sender.run())
         try:
             while not self._stopping.is_set() and not sending.done():
-                await asyncio.wait_for(lock.check(), 5)
+                await within(5, lock.check())
                 await self._sleep(self.check_interval)
         finally:
             await sender.stop()
@@ -94,7 +95,4 @@ class OutboxRelay:
             log.info("relay_standby", stream=self.stream)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+        await wait_event(self._stopping, seconds)

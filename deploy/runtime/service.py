@@ -30,12 +30,23 @@ async def serve(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     await daemon.start()
     log.info("started")
     await stop.wait()
     log.info("stopping")
     await daemon.stop()
     log.info("stopped")
+
+
+def dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack to stderr, to see what a stuck daemon waits on."""
+    import io
+
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(file=out)
+        print(f"--- {task.get_name()} {task.get_coro()!r}\n{out.getvalue()}", file=sys.stderr)
 
 
 def main(service: str, settings_cls: type[S], make: Callable[[S], Daemon]) -> None:

@@ -47,3 +47,28 @@ async def fresh_pg_database(prefix: str = "tf_test") -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_mariadb_database(prefix: str = "tf_test") -> AsyncIterator[str]:
+    """A new, empty MariaDB database for one test; dropped afterwards."""
+    import aiomysql
+
+    server = local().server("mariadb")
+    settings = server.settings
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await aiomysql.connect(host="127.0.0.1", port=settings.mariadb_port, user=settings.user,
+                                      password=settings.password, autocommit=True, connect_timeout=10)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute(sql)
+        finally:
+            conn.close()
+
+    await admin(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    try:
+        yield server.dsn(name)  # type: ignore[attr-defined]
+    finally:
+        await admin(f"DROP DATABASE IF EXISTS `{name}`")

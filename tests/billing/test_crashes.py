@@ -1,0 +1,146 @@
+"""Billing killed with SIGKILL mid-stream, MariaDB restarted under load, replicas, odd events."""
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from deploy.stack.topology import local
+from protocol.link import LinkSettings
+from protocol.messages import Event
+from protocol.sender import Sender
+from tests.billing.conftest import hold_one, order_appears
+from tests.helpers import ListSource, wait_until
+from tests.reservation.conftest import gather_limited
+
+pytestmark = pytest.mark.slow
+
+
+async def orders_count(pipeline) -> int:
+    return (await pipeline.maria("SELECT count(*) AS n FROM orders"))[0]["n"]
+
+
+async def test_5000_reservations_become_orders_exactly_once_while_billing_is_killed(pipeline):
+    reservation = await pipeline.reservation()
+    billing = await pipeline.billing()
+    event = await reservation.api.post("/api/events", {
+        "name": "Big", "venue": "Stadium", "starts_at": "2027-01-01T20:00:00Z",
+        "layout": {"sections": [{"name": "N", "rows": 50, "seats_per_row": 100, "price_minor": 1000,
+                                 "currency": "EUR"}]}})
+    seats = [s["id"] for s in (await reservation.api.get(f"/api/events/{event.body['id']}/seats")).body["seats"]]
+
+    async def buy_all():
+        return await gather_limited(
+            (reservation.api.post("/api/reserve", {"seat_id": s, "user_id": f"u{i % 97}"}) for i, s in enumerate(seats)),
+            48)
+
+    buying = asyncio.create_task(buy_all())
+    for kill in range(4):
+        before = await orders_count(pipeline)
+        await wait_until(lambda: _more_orders(pipeline, before + 500), 60,
+                         f"billing applying 500 more orders before kill {kill + 1}")
+        billing.process.kill()  # SIGKILL, mid-batch
+        await billing.process.start_ready()
+    replies = await buying
+    assert [r.status for r in replies].count(201) == 5000
+    await wait_until(lambda: _more_orders(pipeline, 5000), 60, "all 5000 orders")
+    ids = {r.body["id"] for r in replies}
+    rows = await pipeline.maria("SELECT id FROM orders")
+    assert len(rows) == 5000 and {r["id"] for r in rows} == ids, "an order missing or doubled"
+    inbox = await pipeline.maria("SELECT count(*) AS n, count(DISTINCT event_id) AS d, max(seq) AS m FROM inbox_events")
+    assert inbox[0]["n"] == inbox[0]["d"] == inbox[0]["m"] == 5000
+    position = await pipeline.maria("SELECT position FROM stream_positions WHERE stream = 'reservations'")
+    assert position[0]["position"] == 5000
+
+
+async def _more_orders(pipeline, at_least: int) -> bool:
+    return await orders_count(pipeline) >= at_least
+
+
+async def test_mariadb_restart_under_load_gives_no_500_and_loses_nothing(pipeline):
+    reservation = await pipeline.reservation()
+    billing = await pipeline.billing()
+    pipeline.start_bridge_stand_in()
+    holds = [await hold_one(reservation, f"buyer-{i}") for i in range(60)]
+    for held in holds:
+        await wait_until(lambda: order_appears(billing, held["id"]), 15, "orders appearing")
+    statuses: list[int] = []
+
+    async def pay(order_id: str) -> int:
+        # A client that follows the API: on 503 (or 409 REQUEST_IN_PROGRESS) retry with the same key.
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                reply = await billing.api.post(f"/api/orders/{order_id}/pay", headers={"Idempotency-Key": order_id})
+                statuses.append(reply.status)
+                if reply.status not in (503, 409) or (reply.status == 409 and
+                                                      reply.body["error"]["code"] != "REQUEST_IN_PROGRESS"):
+                    return reply.status
+            except (OSError, asyncio.TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "billing never recovered"
+            await asyncio.sleep(0.2)
+
+    paying = asyncio.create_task(gather_limited((pay(h["id"]) for h in holds), 8))
+    await wait_until(lambda: len(statuses) >= 10, 30, "payments under way before the restart")
+    mariadb = local().server("mariadb")
+    await asyncio.to_thread(mariadb.stop)
+    await asyncio.to_thread(mariadb.up)
+    results = await paying
+    assert 500 not in statuses
+    assert results == [200] * len(holds), results
+    paid = await pipeline.maria("SELECT count(*) AS n FROM orders WHERE status = 'paid'")
+    assert paid[0]["n"] == len(holds)
+    charges = await pipeline.maria("SELECT order_id, count(*) AS n FROM payment_attempts"
+                                   " WHERE status = 'succeeded' GROUP BY order_id HAVING n > 1")
+    assert charges == [], "an order was charged twice"
+
+    async def all_on_bridge() -> bool:
+        return sum(e["type"] == "payment.succeeded" for e in await pipeline.bridge_events()) == len(holds)
+
+    await wait_until(all_on_bridge, 30, "every payment.succeeded reaching the bridge stream")
+
+
+async def test_two_billing_replicas_behave_as_one_and_share_one_relay(pipeline):
+    reservation = await pipeline.reservation()
+    a, b = await pipeline.billing(), await pipeline.billing()
+    pipeline.start_bridge_stand_in()
+    held = await hold_one(reservation, "x")
+    await wait_until(lambda: order_appears(b, held["id"]), 10, "the order visible through replica b")
+    paid = await a.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
+    assert paid.status == 200
+    assert (await b.api.get(f"/api/orders/{held['id']}")).body == paid.body
+    replay = await b.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
+    assert replay.body == paid.body, "an Idempotency-Key is honoured across replicas"
+    relays = sorted([(await s.api.get("/ready")).body["checks"]["relay"] for s in (a, b)])
+    assert relays == ["active", "standby"]
+
+    async def delivered() -> bool:
+        return len(await pipeline.bridge_events()) == 1
+
+    await wait_until(delivered, 10, "payment.succeeded delivered by whichever replica is the relay")
+
+
+async def test_events_for_unknown_orders_are_recorded_not_crashed_on(pipeline):
+    billing = await pipeline.billing()
+    unknown = str(uuid.uuid4())
+    events = [
+        Event(1, str(uuid.uuid4()), "reservation.cancelled", "tests", "2026-11-24T00:00:00Z",
+              {"reservation_id": unknown}),
+        Event(2, str(uuid.uuid4()), "reservation.confirmed", "tests", "2026-11-24T00:00:00Z",
+              {"reservation_id": unknown}),
+        Event(3, str(uuid.uuid4()), "something.new", "tests", "2026-11-24T00:00:00Z", {}),
+    ]
+    source = ListSource(events)
+    sender = Sender("127.0.0.1", pipeline.billing_link, "reservations", source.read,
+                    LinkSettings(secret=b"ticketflow-dev-link-secret-change-me", node="test"), head=source.head)
+    task = asyncio.create_task(sender.run())
+    try:
+        await wait_until(lambda: sender.acked == 3, 10, "billing acknowledging all three events")
+    finally:
+        await sender.stop()
+        task.cancel()
+    outcomes = [r["outcome"] for r in await pipeline.maria("SELECT outcome FROM inbox_events ORDER BY seq")]
+    assert outcomes == ["unknown_order", "noted", "noted"]
+    assert (await billing.api.get("/ready")).status == 200

@@ -1,0 +1,173 @@
+"""Billing against real MariaDB and a real reservation daemon: orders, payments, tickets, check-in."""
+
+import asyncio
+import random
+import uuid
+
+from tests.billing.conftest import hold_one, order_appears
+from tests.helpers import wait_until
+
+
+def seed_declining_then_approving(rate: float) -> int:
+    """A seed whose first mock decision declines and whose second approves."""
+    for seed in range(10_000):
+        rng = random.Random(seed)
+        if rng.random() >= rate and rng.random() < rate:
+            return seed
+    raise AssertionError("no such seed")
+
+
+async def test_reserve_opens_an_order_pay_issues_tickets_and_payment_succeeded_leaves(pipeline):
+    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+    pipeline.start_bridge_stand_in()
+    user = (await billing.api.post("/api/users", {"email": "ana@example.com", "name": "Ana"})).body
+    held = await hold_one(reservation, user["id"], seats=3)
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing in billing")
+    order = (await billing.api.get(f"/api/orders/{held['id']}")).body
+    assert (order["status"], order["amount_minor"], order["currency"]) == ("pending", 7500, "EUR")
+    assert order["expires_at"] == held["expires_at"] and len(order["seats"]) == 3
+
+    paid = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "pay-1"})
+    assert paid.status == 200 and paid.body["status"] == "paid"
+    codes = [t["code"] for t in paid.body["tickets"]]
+    assert len(codes) == 3 and len(set(codes)) == 3 and all(len(c) == 43 for c in codes)  # 256-bit codes
+    again = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "pay-1"})
+    assert again.status == 200 and again.body == paid.body, "the same key must return the first answer"
+    assert [o["id"] for o in (await billing.api.get(f"/api/users/{user['id']}/orders")).body["orders"]] == [held["id"]]
+
+    async def succeeded_on_bridge() -> bool:
+        return any(e["type"] == "payment.succeeded" for e in await pipeline.bridge_events())
+
+    await wait_until(succeeded_on_bridge, 10, "payment.succeeded reaching the bridge stream")
+    event = next(e for e in await pipeline.bridge_events() if e["type"] == "payment.succeeded")
+    assert event["data"]["order_id"] == held["id"] and event["data"]["amount_minor"] == 7500
+    assert sorted(t["code"] for t in event["data"]["tickets"]) == sorted(codes)
+
+
+async def test_a_declined_payment_can_be_retried_until_it_succeeds(pipeline):
+    reservation = await pipeline.reservation()
+    billing = await pipeline.billing(TICKETFLOW_PAYMENT_SUCCESS_RATE="0.5",
+                                     TICKETFLOW_PAYMENT_SEED=str(seed_declining_then_approving(0.5)))
+    pipeline.start_bridge_stand_in()
+    held = await hold_one(reservation, "buyer")
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    declined = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "try-1"})
+    assert declined.status == 402 and declined.body["error"]["code"] == "PAYMENT_DECLINED"
+    assert (await billing.api.get(f"/api/orders/{held['id']}")).body["status"] == "failed"
+    paid = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "try-2"})
+    assert paid.status == 200 and paid.body["status"] == "paid"
+    assert [p["status"] for p in paid.body["payments"]] == ["declined", "succeeded"]
+
+    async def both_on_bridge() -> bool:
+        return [e["type"] for e in await pipeline.bridge_events()] == ["payment.failed", "payment.succeeded"]
+
+    await wait_until(both_on_bridge, 10, "payment.failed then payment.succeeded on the bridge stream")
+
+
+async def test_paying_after_or_near_expiry_is_refused(pipeline):
+    reservation = await pipeline.reservation(TICKETFLOW_HOLD_TTL_SECONDS="20")
+    billing = await pipeline.billing()  # default safety margin: 30 s, longer than this hold
+    held = await hold_one(reservation, "late")
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    refused = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
+    assert refused.status == 409 and refused.body["error"]["code"] == "HOLD_EXPIRED"
+    assert (await billing.api.get(f"/api/orders/{held['id']}")).body["payments"] == []
+
+
+async def test_an_expired_hold_cancels_its_order(pipeline):
+    reservation = await pipeline.reservation(TICKETFLOW_HOLD_TTL_SECONDS="0.5",
+                                             TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")
+    billing = await pipeline.billing()
+    held = await hold_one(reservation, "slow")
+
+    async def cancelled() -> bool:
+        reply = await billing.api.get(f"/api/orders/{held['id']}")
+        return reply.status == 200 and reply.body["status"] == "cancelled"
+
+    await wait_until(cancelled, 10, "reservation.expired cancelling the order")
+    refused = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
+    assert refused.status == 409 and refused.body["error"]["code"] == "ORDER_NOT_PAYABLE"
+
+
+async def test_concurrent_payments_of_one_order_charge_it_once(pipeline):
+    reservation = await pipeline.reservation()
+    billing = await pipeline.billing(TICKETFLOW_PAYMENT_LATENCY_MS="200")
+    held = await hold_one(reservation, "eager")
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    replies = await asyncio.gather(*(
+        billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": f"double-{i}"})
+        for i in range(10)))
+    assert sorted(r.status for r in replies).count(200) == 1
+    assert {r.body["error"]["code"] for r in replies if r.status == 409} <= {"PAYMENT_IN_PROGRESS", "ORDER_NOT_PAYABLE"}
+    charges = await pipeline.maria("SELECT count(*) AS n FROM payment_attempts WHERE order_id = %s", (held["id"],))
+    assert charges[0]["n"] == 1, "the gateway was asked to charge more than once"
+    same_key = await asyncio.gather(*(
+        billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "double-0"}) for _ in range(5)))
+    assert len({(r.status, str(r.body)) for r in same_key}) == 1, "one key, one answer"
+
+
+async def test_two_simultaneous_scans_of_one_ticket_admit_once(pipeline):
+    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+    held = await hold_one(reservation, "fan")
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    code = (await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})).body[
+        "tickets"][0]["code"]
+    scans = await asyncio.gather(*(billing.api.post("/api/checkin", {"code": code}) for _ in range(20)))
+    assert sorted(s.status for s in scans).count(200) == 1
+    first = next(s.body for s in scans if s.status == 200)
+    rejected = [s.body["error"] for s in scans if s.status == 409]
+    assert len(rejected) == 19 and all(e["code"] == "ALREADY_CHECKED_IN" for e in rejected)
+    assert {e["details"]["checked_in_at"] for e in rejected} == {first["checked_in_at"]}
+    unknown = await billing.api.post("/api/checkin", {"code": "x" * 43})
+    assert unknown.status == 404 and unknown.body["error"]["code"] == "TICKET_NOT_FOUND"
+
+
+async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline):
+    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+    pipeline.start_bridge_stand_in()
+    held = await hold_one(reservation, "changed-mind", seats=2)
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    paid = (await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})).body
+    refunded = await billing.api.post(f"/api/orders/{held['id']}/refund", {"reason": "cannot attend"})
+    assert refunded.status == 200 and refunded.body["status"] == "refunded"
+    assert {t["status"] for t in refunded.body["tickets"]} == {"void"}
+    assert (await billing.api.post(f"/api/orders/{held['id']}/refund")).status == 200  # twice is harmless
+    voided = await billing.api.post("/api/checkin", {"code": paid["tickets"][0]["code"]})
+    assert voided.status == 404
+
+    async def refunded_on_bridge() -> bool:
+        return [e["type"] for e in await pipeline.bridge_events()] == ["payment.succeeded", "payment.refunded"]
+
+    await wait_until(refunded_on_bridge, 10, "payment.refunded on the bridge stream")
+    unpaid = await hold_one(reservation, "other")
+    await wait_until(lambda: order_appears(billing, unpaid["id"]), 10, "the second order appearing")
+    refused = await billing.api.post(f"/api/orders/{unpaid['id']}/refund")
+    assert refused.status == 409 and refused.body["error"]["code"] == "ORDER_NOT_REFUNDABLE"
+
+
+async def test_users_are_validated_and_emails_unique(pipeline):
+    billing = await pipeline.billing()
+    created = await billing.api.post("/api/users", {"email": "Bo@Example.com", "name": "Bo"})
+    assert created.status == 201 and created.body["email"] == "bo@example.com"
+    duplicate = await billing.api.post("/api/users", {"email": "bo@example.com", "name": "Other Bo"})
+    assert duplicate.status == 409 and duplicate.body["error"]["code"] == "EMAIL_TAKEN"
+    for bad in ({"email": "not-an-email", "name": "x"}, {"email": "a@b.co"}, [1]):
+        reply = await billing.api.post("/api/users", bad)
+        assert reply.status == 422, bad
+    assert (await billing.api.get(f"/api/users/{created.body['id']}")).body == created.body
+    assert (await billing.api.get(f"/api/users/{uuid.uuid4()}")).status == 404
+    assert (await billing.api.get(f"/api/users/{created.body['id']}/orders")).body == {"orders": []}
+    missing_key = await billing.api.post(f"/api/orders/{uuid.uuid4()}/pay")
+    assert missing_key.status == 422 and missing_key.body["error"]["code"] == "IDEMPOTENCY_KEY_REQUIRED"
+    no_order = await billing.api.post(f"/api/orders/{uuid.uuid4()}/pay", headers={"Idempotency-Key": "k"})
+    assert no_order.status == 404 and no_order.body["error"]["code"] == "ORDER_NOT_FOUND"
+
+
+async def test_every_billing_route_is_in_the_openapi_document(pipeline):
+    from billing_daemon.api import routes
+    from billing_daemon.config import Settings
+    from billing_daemon.openapi import SPEC
+
+    documented = {(path, method.upper()) for path, ops in SPEC["paths"].items() for method in ops}
+    served = {(r.path, r.method) for r in routes(Settings(), None, None, None, "x")}
+    assert served == documented
