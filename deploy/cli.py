@@ -1,7 +1,7 @@
 """``ticketflow``: the operator's entry point.
 
     ticketflow stack up|down|status|env   the project's own database and broker servers
-    ticketflow run reservation            run a daemon in the foreground
+    ticketflow run reservation|billing    run a daemon in the foreground
     ticketflow run all                    every daemon + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
     ticketflow migrate                    apply pending schema migrations and exit
@@ -57,6 +57,7 @@ def _stack(args: argparse.Namespace) -> int:
 
 DAEMONS = {
     "reservation": ("reservation_daemon.__main__", "reservation_daemon.config"),
+    "billing": ("billing_daemon.__main__", "billing_daemon.config"),
 }
 
 
@@ -85,21 +86,28 @@ def _stop(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     import asyncio
 
+    from billing_daemon.config import Settings as BillingSettings
+    from billing_daemon.store import BillingStore
     from deploy.runtime.config import load
+    from deploy.runtime.mysql import MariaDB
     from deploy.runtime.pg import Database
-    from reservation_daemon.config import Settings
+    from billing_daemon.config import Settings as BillingSettings
+    from reservation_daemon.config import Settings as ReservationSettings
     from reservation_daemon.store import ReservationStore
 
-    async def migrate() -> list[str]:
-        db = Database(load(Settings).pg_dsn)
-        await db.start()
+    async def migrate() -> dict[str, list[str]]:
+        pg = Database(load(ReservationSettings).pg_dsn)
+        maria = MariaDB(load(BillingSettings).mariadb_dsn)
+        await pg.start()
         try:
-            return await ReservationStore(db).migrate()
+            return {"reservation": await ReservationStore(pg).migrate(),
+                    "billing": await BillingStore(maria).migrate()}
         finally:
-            await db.close()
+            await pg.close()
+            await maria.close()
 
-    applied = asyncio.run(migrate())
-    print("reservation: " + (", ".join(applied) if applied else "schema up to date"))
+    for daemon, applied in asyncio.run(migrate()).items():
+        print(f"{daemon}: " + (", ".join(applied) if applied else "schema up to date"))
     return 0
 
 
@@ -131,13 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--export", action="store_true", help="env: prefix lines with 'export ' for eval in a shell")
     stack.set_defaults(func=_stack)
 
+    from billing_daemon.config import Settings as BillingSettings
     from reservation_daemon.config import Settings as ReservationSettings
 
     run = commands.add_parser(
         "run", help="run a daemon in the foreground (SIGTERM or Ctrl-C stops it gracefully)",
         description="Run one daemon in the foreground. It logs JSON lines to stdout and reads its "
         "settings from TICKETFLOW_* variables (eval \"$(ticketflow stack env --export)\" for the stack's URLs).",
-        epilog="reservation " + _settings_epilog(ReservationSettings),
+        epilog="reservation " + _settings_epilog(ReservationSettings) + "\n\nbilling "
+        + _settings_epilog(BillingSettings),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("daemon", choices=["all", *sorted(DAEMONS)],

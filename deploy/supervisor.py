@@ -32,6 +32,7 @@ class DaemonSpec:
 
 DAEMONS = [
     DaemonSpec("reservation", "reservation_daemon", "TICKETFLOW_RESERVATION_PORT", 8083),
+    DaemonSpec("billing", "billing_daemon", "TICKETFLOW_BILLING_PORT", 8084),
 ]
 
 
@@ -94,8 +95,8 @@ def stop_all(settings: StackSettings) -> dict[str, bool]:
 
 
 def demo(urls: dict[str, str]) -> str:
-    base = urls["reservation"]
-    status, event = _http("POST", base + "/api/events", {
+    r, b = urls["reservation"], urls["billing"]
+    status, event = _http("POST", r + "/api/events", {
         "name": "TicketFlow Live", "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
         "description": "the demo event created by make run",
         "layout": {"sections": [
@@ -104,27 +105,32 @@ def demo(urls: dict[str, str]) -> str:
     }, {"Idempotency-Key": "make-run-demo-event"})  # re-running make run reuses the same event
     if status != 201:
         raise RuntimeError(f"could not create the demo event: {status} {event}")
-    _, seats = _http("GET", f"{base}/api/events/{event['id']}/seats?status=available")
+    _, seats = _http("GET", f"{r}/api/events/{event['id']}/seats?status=available")
     seat = seats["seats"][0]
-    # A key per printed walkthrough: a key from an earlier run would replay that run's answer.
-    run_token = os.urandom(4).hex()
-    j = "-H 'Content-Type: application/json'"
+    # Fresh names and keys per printed walkthrough: a key from an earlier run would replay that run's answer.
+    t = os.urandom(3).hex()
     return f"""
 TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
-OpenAPI: {base}/openapi.json   Logs: .stack/logs/   Stop: Ctrl-C here, or `make stop` elsewhere.
+  reservation {r}   billing {b}   (each serves /openapi.json, /health, /ready)
+  logs: .stack/logs/      stop: Ctrl-C here, or `make stop` from anywhere
 
-Try it (paste each line):
+Paste this into a shell (bash). Each step prints what it got:
 
-  # 1. the event and its seat counts
-  curl -s -w '\\n' {base}/api/events/{event['id']}
-  # 2. hold seat {seat['label']} for alice (retrying with the same Idempotency-Key never holds twice)
-  curl -s -w '\\n' -X POST {base}/api/reserve {j} -H 'Idempotency-Key: alice-{run_token}' -d '{{"seat_id":"{seat['id']}","user_id":"alice"}}'
-  # 3. bob tries the same seat: 409 SEAT_UNAVAILABLE
-  curl -s -w '\\n' -X POST {base}/api/reserve {j} -d '{{"seat_id":"{seat['id']}","user_id":"bob"}}'
-  # 4. the seat is now held
-  curl -s -w '\\n' '{base}/api/events/{event['id']}/seats?status=held'
-  # 5. release alice's hold (RESERVATION_ID is the "id" printed by step 2)
-  curl -s -w '\\n' -X DELETE {base}/api/reservations/RESERVATION_ID
+tf() {{ curl -s -w '\\n' -H 'Content-Type: application/json' "$@"; }}
+field() {{ python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }}
+# 1. a buyer
+USER_ID=$(tf -X POST {b}/api/users -d '{{"email":"alice-{t}@example.com","name":"Alice"}}' | field '["id"]'); echo "user $USER_ID"
+# 2. hold seat {seat['label']} for her (retrying with the same Idempotency-Key never holds twice)
+RES_ID=$(tf -X POST {r}/api/reserve -H 'Idempotency-Key: hold-{t}' -d '{{"seat_id":"{seat['id']}","user_id":"'$USER_ID'"}}' | field '["id"]'); echo "reservation $RES_ID"
+# 3. someone else wants the same seat: 409 SEAT_UNAVAILABLE
+tf -X POST {r}/api/reserve -d '{{"seat_id":"{seat['id']}","user_id":"bob"}}'
+# 4. the hold reaches billing over the link as an order, pending payment
+until tf {b}/api/orders/$RES_ID | grep -q pending; do sleep 0.1; done; tf {b}/api/orders/$RES_ID | field '["status"]'
+# 5. pay (mock gateway); the ticket's code is what the door scans
+CODE=$(tf -X POST {b}/api/orders/$RES_ID/pay -H 'Idempotency-Key: pay-{t}' | field '["tickets"][0]["code"]'); echo "ticket $CODE"
+# 6. at the door: the first scan admits, the second says when the first was
+tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
+tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 """
 
 

@@ -144,3 +144,13 @@ async def test_events_for_unknown_orders_are_recorded_not_crashed_on(pipeline):
     outcomes = [r["outcome"] for r in await pipeline.maria("SELECT outcome FROM inbox_events ORDER BY seq")]
     assert outcomes == ["unknown_order", "noted", "noted"]
     assert (await billing.api.get("/ready")).status == 200
+
+
+async def test_a_host_list_dsn_moves_past_a_dead_host(pipeline):
+    from tests.support.stack import free_port
+
+    live = pipeline.maria_dsn.split("@", 1)[1]  # 127.0.0.1:port/db
+    dsn = f"mysql://ticketflow:ticketflow@127.0.0.1:{free_port()},{live}"
+    billing = await pipeline.billing(TICKETFLOW_MARIADB_DSN=dsn)
+    created = await billing.api.post("/api/users", {"email": "multi@example.com", "name": "M"})
+    assert created.status == 201
