@@ -1,7 +1,8 @@
 """``ticketflow``: the operator's entry point.
 
     ticketflow stack up|down|status|env   the project's own database and broker servers
-    ticketflow run reservation|billing    run a daemon in the foreground
+    ticketflow run reservation|billing|bridge|portal
+                                          run a daemon in the foreground
     ticketflow run all                    every daemon + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
     ticketflow migrate                    apply pending schema migrations and exit
@@ -58,6 +59,8 @@ def _stack(args: argparse.Namespace) -> int:
 DAEMONS = {
     "reservation": ("reservation_daemon.__main__", "reservation_daemon.config"),
     "billing": ("billing_daemon.__main__", "billing_daemon.config"),
+    "bridge": ("bridge_daemon.__main__", "bridge_daemon.config"),
+    "portal": ("portal_consumer.__main__", "portal_consumer.config"),
 }
 
 

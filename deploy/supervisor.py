@@ -33,6 +33,8 @@ class DaemonSpec:
 DAEMONS = [
     DaemonSpec("reservation", "reservation_daemon", "TICKETFLOW_RESERVATION_PORT", 8083),
     DaemonSpec("billing", "billing_daemon", "TICKETFLOW_BILLING_PORT", 8084),
+    DaemonSpec("bridge", "bridge_daemon", "TICKETFLOW_BRIDGE_PORT", 8085),
+    DaemonSpec("portal", "portal_consumer", "TICKETFLOW_PORTAL_PORT", 8086),
 ]
 
 
@@ -70,9 +72,19 @@ def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None
     raise RuntimeError(f"not ready after {timeout:.0f}s; see {log}")
 
 
+def daemon_env(settings: StackSettings) -> dict[str, str]:
+    """The stack's URLs, then the operator's own settings, then what follows from them."""
+    env = {**local(settings).env(), **os.environ}
+    ports = {spec.name: _port(spec, env) for spec in DAEMONS}
+    env.setdefault("TICKETFLOW_PORTAL_PG_DSN", env["TICKETFLOW_PG_DSN"])
+    env.setdefault("TICKETFLOW_RESERVATION_URL", f"http://127.0.0.1:{ports['reservation']}")
+    env.setdefault("TICKETFLOW_BILLING_URL", f"http://127.0.0.1:{ports['billing']}")
+    return env
+
+
 def start_all(settings: StackSettings) -> dict[str, str]:
     """Start every daemon not already running; returns name -> base URL."""
-    env = {**os.environ, **local(settings).env()}
+    env = daemon_env(settings)
     pids, logs = _dirs(settings)
     urls = {}
     for spec in DAEMONS:
@@ -95,7 +107,7 @@ def stop_all(settings: StackSettings) -> dict[str, bool]:
 
 
 def demo(urls: dict[str, str]) -> str:
-    r, b = urls["reservation"], urls["billing"]
+    r, b, p = urls["reservation"], urls["billing"], urls["portal"]
     status, event = _http("POST", r + "/api/events", {
         "name": "TicketFlow Live", "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
         "description": "the demo event created by make run",
@@ -111,7 +123,8 @@ def demo(urls: dict[str, str]) -> str:
     t = os.urandom(3).hex()
     return f"""
 TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
-  reservation {r}   billing {b}   (each serves /openapi.json, /health, /ready)
+  reservation {r}   billing {b}   bridge {urls['bridge']}   portal {p}
+  (each serves /health and /ready; reservation, billing and portal also /openapi.json)
   logs: .stack/logs/      stop: Ctrl-C here, or `make stop` from anywhere
 
 Paste this into a shell (bash). Each step prints what it got:
@@ -128,7 +141,12 @@ tf -X POST {r}/api/reserve -d '{{"seat_id":"{seat['id']}","user_id":"bob"}}'
 until tf {b}/api/orders/$RES_ID | grep -q pending; do sleep 0.1; done; tf {b}/api/orders/$RES_ID | field '["status"]'
 # 5. pay (mock gateway); the ticket's code is what the door scans
 CODE=$(tf -X POST {b}/api/orders/$RES_ID/pay -H 'Idempotency-Key: pay-{t}' | field '["tickets"][0]["code"]'); echo "ticket $CODE"
-# 6. at the door: the first scan admits, the second says when the first was
+# 6. the payment crosses the bridge and RabbitMQ; the portal finalizes the sale: the seat is sold
+until tf {r}/api/reservations/$RES_ID | grep -q confirmed; do sleep 0.1; done; tf {r}/api/reservations/$RES_ID | field '["status"]'
+tf {r}/api/events/{event['id']}/seats | python3 -c "import json,sys; print('seat {seat['label']}:', next(s['status'] for s in json.load(sys.stdin)['seats'] if s['id'] == '{seat['id']}'))"
+# 7. and Alice has exactly one notification
+tf "{p}/api/notifications?user_id=$USER_ID" | field '["notifications"][0]["kind"]'
+# 8. at the door: the first scan admits, the second says when the first was
 tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 """

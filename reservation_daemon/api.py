@@ -108,6 +108,11 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
         status, result = await store.confirm(reservation_id)
         return json_response(result, status)
 
+    async def release(request: web.Request) -> web.Response:
+        reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
+        status, result = await store.release_sold(reservation_id)
+        return json_response(result, status)
+
     return [
         *health_routes(ready),
         web.get("/openapi.json", openapi),
@@ -121,4 +126,5 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
         web.get("/api/reservations/{reservation_id}", get_reservation),
         web.delete("/api/reservations/{reservation_id}", cancel),
         web.post("/api/reservations/{reservation_id}/confirm", confirm),
+        web.post("/api/reservations/{reservation_id}/release", release),
     ]

@@ -129,6 +129,12 @@ SPEC: dict[str, Any] = {
                           "404": _error("RESERVATION_NOT_FOUND"),
                           "409": _error("HOLD_LOST: the hold expired or was cancelled"),
                           "503": COMMON_ERRORS["503"]}}},
+        "/api/reservations/{reservation_id}/release": {"post": {
+            "summary": "Give a sold reservation's seats back after its payment was refunded (used by the "
+                       "portal consumer). A reservation that was never sold is returned unchanged.",
+            "parameters": [_path_id("reservation_id")],
+            "responses": {"200": _json(_ref("Reservation"), "the reservation, now cancelled if it was sold"),
+                          "404": _error("RESERVATION_NOT_FOUND"), "503": COMMON_ERRORS["503"]}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {

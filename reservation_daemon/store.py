@@ -171,6 +171,11 @@ class ReservationStore:
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_confirm($1)", reservation_id), idempotent=True)
         return row["status"], row["body"]
 
+    async def release_sold(self, reservation_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
+        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_release_sold($1)", reservation_id),
+                                idempotent=True)
+        return row["status"], row["body"]
+
     # --- background work --------------------------------------------------------
 
     async def expire_due(self, limit: int) -> int:

@@ -39,23 +39,26 @@ def discover(package: str) -> list[Migration]:
     return found
 
 
-async def migrate_postgres(conn: asyncpg.Connection, package: str) -> list[str]:
-    """Apply pending migrations from ``package``; returns the names applied."""
+async def migrate_postgres(conn: asyncpg.Connection, package: str, table: str = "schema_migrations") -> list[str]:
+    """Apply pending migrations from ``package``; returns the names applied.
+
+    ``table`` records what was applied; daemons sharing a database each use their own.
+    """
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", _PG_LOCK_KEY)
     try:
         await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            f"CREATE TABLE IF NOT EXISTS {table} ("
             " version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        done = {r["version"] for r in await conn.fetch(f"SELECT version FROM {table}")}
         for migration in discover(package):
             if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
+                    f"INSERT INTO {table} (version, name) VALUES ($1, $2)", migration.version, migration.name
                 )
             log.info("migration_applied", version=migration.version, name=migration.name)
             applied_now.append(f"{migration.version:04d}_{migration.name}")

@@ -21,7 +21,9 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
         env = dict(os.environ, TICKETFLOW_STACK_DIR=str(tmp_path), TICKETFLOW_PG_DSN=pg,
                    TICKETFLOW_MARIADB_DSN=maria, TICKETFLOW_RESERVATION_PORT=str(free_port()),
                    TICKETFLOW_BILLING_PORT=str(free_port()), TICKETFLOW_BILLING_LINK_PORT=str(free_port()),
-                   TICKETFLOW_BRIDGE_LINK_PORT=str(free_port()))
+                   TICKETFLOW_BRIDGE_LINK_PORT=str(free_port()), TICKETFLOW_BRIDGE_PORT=str(free_port()),
+                   TICKETFLOW_PORTAL_PORT=str(free_port()), TICKETFLOW_PORTAL_PG_DSN=pg,
+                   TICKETFLOW_AMQP_PREFIX=f"tf-runall-{os.getpid()}")
         supervisor = subprocess.Popen([sys.executable, "-m", "deploy.cli", "run", "all"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -40,10 +42,13 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
             assert json.loads(out[2])["error"]["code"] == "SEAT_UNAVAILABLE"
             assert out[3] == "pending"
             assert out[4].startswith("ticket ") and len(out[4].split()[1]) == 43
-            assert json.loads(out[5])["seat_label"]
-            assert json.loads(out[6])["error"]["code"] == "ALREADY_CHECKED_IN"
+            assert out[5] == "confirmed"
+            assert out[6].startswith("seat ") and out[6].endswith(": sold")
+            assert out[7] == "purchase_confirmed"
+            assert json.loads(out[8])["seat_label"]
+            assert json.loads(out[9])["error"]["code"] == "ALREADY_CHECKED_IN"
         finally:
             supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends
             supervisor.wait(30)
-        for name in ("reservation", "billing"):
+        for name in ("reservation", "billing", "bridge", "portal"):
             assert process.running_pid(tmp_path / "daemons" / f"{name}.pid") is None

@@ -168,3 +168,17 @@ async def test_release_and_confirm_follow_the_reservation_life_cycle(reservation
     assert [s["id"] for s in sold] == [s2]
     counts = (await api.get(f"/api/events/{event['id']}")).body["seats"]
     assert counts == {"total": 10, "available": 9, "held": 0, "sold": 1}
+
+
+async def test_a_sold_reservation_can_be_released_after_a_refund(reservation):
+    api = reservation.api
+    event = await create_event(api)
+    seat = (await seats_of(api, event["id"]))[0]["id"]
+    held = (await api.post("/api/reserve", {"seat_id": seat, "user_id": "u"})).body
+    never_sold = await api.post(f"/api/reservations/{held['id']}/release")
+    assert never_sold.status == 200 and never_sold.body["status"] == "held", "a hold is not a sale"
+    await api.post(f"/api/reservations/{held['id']}/confirm")
+    released = await api.post(f"/api/reservations/{held['id']}/release")
+    assert released.status == 200 and released.body["status"] == "cancelled"
+    assert (await api.post(f"/api/reservations/{held['id']}/release")).status == 200
+    assert [s["status"] for s in await seats_of(api, event["id"]) if s["id"] == seat] == ["available"]

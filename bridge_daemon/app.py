@@ -1,0 +1,72 @@
+"""Wiring and lifecycle of the bridge daemon."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge_daemon.config import Settings
+from bridge_daemon.stream import PaymentsToBroker, Publisher
+from deploy.runtime.http import health_routes, json_response, make_app
+from protocol.link import LinkSettings
+from protocol.receiver import Receiver
+
+log = structlog.get_logger("bridge")
+STREAM = "payments"
+
+SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "TicketFlow bridge daemon", "version": "0.1.0",
+             "description": "Only probes: the bridge's work is the payments link (TCP) and RabbitMQ."},
+    "paths": {"/health": {"get": {"responses": {"200": {"description": "alive"}}}},
+              "/ready": {"get": {"responses": {"200": {"description": "RabbitMQ reachable"},
+                                               "503": {"description": "RabbitMQ unreachable"}}}},
+              "/api/instance": {"get": {"responses": {"200": {"description": "which replica"}}}},
+              "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}}},
+}
+
+
+class BridgeDaemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
+        self.publisher = Publisher(settings)
+        self.receiver = Receiver({STREAM: PaymentsToBroker(self.publisher, STREAM)},
+                                 LinkSettings(secret=settings.link_secret, node=self.instance),
+                                 host=settings.link_host, port=settings.link_port)
+        self._runner: web.AppRunner | None = None
+
+    async def ready(self) -> tuple[bool, dict[str, Any]]:
+        if not self.publisher.connected:
+            try:
+                await self.publisher._ensure()
+            except Exception:
+                pass
+        ok = self.publisher.connected
+        return ok, {"rabbitmq": "ok" if ok else "unavailable", "links": self.receiver.accepted}
+
+    async def start(self) -> None:
+        async def instance(_: web.Request) -> web.Response:
+            return json_response({"instance": self.instance, "pid": os.getpid(), "version": "0.1.0"})
+
+        async def openapi(_: web.Request) -> web.Response:
+            return json_response(SPEC)
+
+        app = make_app([*health_routes(self.ready), web.get("/api/instance", instance),
+                        web.get("/openapi.json", openapi)])
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port).start()
+        await self.publisher.start()
+        await self.receiver.start()
+        log.info("bridge_ready", link_port=self.receiver.port, http_port=self.settings.http_port)
+
+    async def stop(self) -> None:
+        await self.receiver.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.publisher.close()

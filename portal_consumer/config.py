@@ -1,0 +1,30 @@
+"""Every setting of the portal consumer, read once from ``TICKETFLOW_*`` variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploy.runtime.config import load, port, positive_float, positive_int, setting
+
+
+@dataclass(frozen=True)
+class Settings:
+    http_host: str = setting("TICKETFLOW_PORTAL_HOST", "127.0.0.1", str, "HTTP listen address")
+    http_port: int = setting("TICKETFLOW_PORTAL_PORT", 8086, port, "HTTP port (notifications, probes)")
+    pg_dsn: str = setting("TICKETFLOW_PORTAL_PG_DSN", "postgresql://ticketflow:ticketflow@127.0.0.1:17432/ticketflow",
+                          str, "PostgreSQL for the dedupe record and notifications")
+    amqp_url: str = setting("TICKETFLOW_AMQP_URL", "amqp://ticketflow:ticketflow@127.0.0.1:17672/", str,
+                            "RabbitMQ URL")
+    amqp_prefix: str = setting("TICKETFLOW_AMQP_PREFIX", "ticketflow", str, "prefix of exchange and queue names")
+    prefetch: int = setting("TICKETFLOW_PORTAL_PREFETCH", 32, positive_int, "unacked messages held at once")
+    max_attempts: int = setting("TICKETFLOW_PORTAL_MAX_ATTEMPTS", 5, positive_int,
+                                "deliveries of a failing message before it is dead-lettered")
+    reservation_url: str = setting("TICKETFLOW_RESERVATION_URL", "http://127.0.0.1:8083", str,
+                                   "the reservation daemon's API")
+    billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str, "the billing daemon's API")
+    http_timeout: float = setting("TICKETFLOW_PORTAL_HTTP_TIMEOUT_SECONDS", 5.0, positive_float,
+                                  "timeout of each call to reservation, billing and the webhook")
+    webhook: str = setting("TICKETFLOW_NOTIFY_WEBHOOK", "", str,
+                           "POST each notification here as JSON (retried with backoff); unset: log only")
+    instance: str = setting("TICKETFLOW_INSTANCE", "", str, "name of this replica (default host:port)")
+    log_level: str = setting("TICKETFLOW_LOG_LEVEL", "info", str, "debug, info, warning or error")

@@ -1,0 +1,149 @@
+"""The portal's RabbitMQ consumer: manual acks, bounded prefetch, dead-lettering with reasons.
+
+Per message, one of:
+
+- processed (or a duplicate): ack;
+- a dependency is unavailable (reservation, billing or PostgreSQL down): retry the
+  same message here with backoff until it works; an outage never uses up attempts
+  or sends good messages to the dead-letter queue;
+- unreadable (not a CloudEvent, missing fields): dead-letter at once;
+- anything else failing: requeue, and after ``max_attempts`` deliveries dead-letter.
+
+Dead-lettering is a confirmed publish to the dead-letter exchange carrying
+the reason in ``x-ticketflow-reason``, then an ack of the original. The
+queue's own ``x-delivery-limit`` backstops a message that crashes the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import structlog
+
+from deploy.runtime.aio import wait_event
+from deploy.runtime.amqp import MalformedMessage, Names, declare_topology, from_message
+from deploy.runtime.backoff import Backoff
+from deploy.runtime.http import DependencyUnavailable
+from portal_consumer.config import Settings
+from portal_consumer.peers import PeerUnavailable
+from portal_consumer.sales import SaleFinalizer, Unprocessable
+
+log = structlog.get_logger("portal.consumer")
+TRANSIENT = (PeerUnavailable, DependencyUnavailable, ConnectionError, OSError, asyncio.TimeoutError)
+
+
+class Consumer:
+    def __init__(self, settings: Settings, finalizer: SaleFinalizer, on_processed=None) -> None:
+        self.settings = settings
+        self.finalizer = finalizer
+        self.names = Names(settings.amqp_prefix)
+        self.on_processed = on_processed or (lambda: None)
+        self.connected = False
+        self.processed = 0
+        self._stopping = asyncio.Event()
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._connection is not None and not self._connection.is_closed:
+            await self._connection.close()
+
+    async def run(self) -> None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        while not self._stopping.is_set():
+            try:
+                self._connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+                channel = await self._connection.channel(publisher_confirms=True)
+                await channel.set_qos(prefetch_count=self.settings.prefetch)
+                await declare_topology(channel, self.names)
+                dlx = await channel.get_exchange(self.names.dead_letter_exchange)
+                queue = await channel.get_queue(self.names.portal_queue)
+                self.connected = True
+                backoff.reset()
+                log.info("consuming", queue=self.names.portal_queue)
+                async with queue.iterator() as messages:
+                    async for message in messages:
+                        await self._handle(message, dlx)
+                        if self._stopping.is_set():
+                            break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._stopping.is_set():
+                    log.warning("broker_connection_lost", reason=repr(exc))
+            finally:
+                self.connected = False
+                if self._connection is not None and not self._connection.is_closed:
+                    try:
+                        await self._connection.close()
+                    except Exception:
+                        pass
+            await wait_event(self._stopping, backoff.next_delay())
+
+    async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage, dlx) -> None:
+        backoff = Backoff(base=0.2, cap=5.0)
+        while True:
+            try:
+                event = from_message(message.body)
+                await self.finalizer.handle(event)
+                await message.ack()
+                self.processed += 1
+                self.on_processed()
+                return
+            except (MalformedMessage, Unprocessable, KeyError, TypeError) as exc:
+                await self._dead_letter(message, dlx, f"{type(exc).__name__}: {exc}")
+                return
+            except TRANSIENT as exc:
+                if self._stopping.is_set():
+                    await message.nack(requeue=True)
+                    return
+                if backoff.attempt == 0:
+                    log.warning("dependency_unavailable", message_id=message.message_id, reason=repr(exc))
+                await asyncio.sleep(backoff.next_delay())  # the same message, again, after a pause
+            except Exception as exc:
+                attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
+                if attempts >= self.settings.max_attempts:
+                    await self._dead_letter(message, dlx, f"failed {attempts} times, last: {exc!r}")
+                else:
+                    log.warning("message_failed", message_id=message.message_id, attempt=attempts, reason=repr(exc))
+                    await message.nack(requeue=True)
+                return
+
+    async def _dead_letter(self, message, dlx, reason: str) -> None:
+        headers = dict(message.headers or {})
+        headers.update({"x-ticketflow-reason": reason[:500], "x-original-routing-key": message.routing_key or ""})
+        await dlx.publish(aio_pika.Message(
+            message.body, headers=headers, content_type=message.content_type, message_id=message.message_id,
+            type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=message.routing_key or "")
+        await message.ack()
+        log.warning("dead_lettered", message_id=message.message_id, reason=reason[:200])
+
+
+class Dispatcher:
+    """Delivers recorded notifications to the sink, retrying with backoff until it takes them."""
+
+    def __init__(self, store, sink) -> None:
+        self.store = store
+        self.sink = sink
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                for note in await self.store.due_deliveries():
+                    try:
+                        await self.sink.send(note)
+                        await self.store.delivered(note["id"])
+                    except Exception as exc:
+                        retry_in = min(300.0, 2.0 ** min(note["attempts"], 8))
+                        log.warning("notification_delivery_failed", notification_id=str(note["id"]),
+                                    retry_in=retry_in, reason=repr(exc))
+                        await self.store.delivery_failed(note["id"], retry_in)
+            except Exception as exc:
+                log.warning("dispatcher_waiting", reason=repr(exc))
+            await wait_event(self._wake, 1.0)

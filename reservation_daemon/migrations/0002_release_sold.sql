@@ -1,0 +1,24 @@
+-- After a refund the portal gives a sold reservation's seats back.
+
+CREATE FUNCTION tf_release_sold(p_id uuid) RETURNS TABLE (status int, body jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_res reservations;
+BEGIN
+    SELECT * INTO v_res FROM reservations r WHERE r.id = p_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 404, tf_error('RESERVATION_NOT_FOUND', 'no such reservation');
+        RETURN;
+    END IF;
+    IF v_res.status <> 'confirmed' THEN
+        -- Never sold (expired, cancelled or still held): there is nothing to give back.
+        RETURN QUERY SELECT 200, tf_reservation_json(p_id);
+        RETURN;
+    END IF;
+    UPDATE reservations r SET status = 'cancelled', updated_at = now() WHERE r.id = p_id;
+    UPDATE seats s SET status = 'available', reservation_id = NULL WHERE s.reservation_id = p_id AND s.status = 'sold';
+    PERFORM tf_emit('reservation.cancelled', jsonb_build_object(
+        'reservation_id', p_id, 'event_id', v_res.event_id, 'user_id', v_res.user_id,
+        'seat_ids', to_jsonb(v_res.seat_ids), 'cancelled_at', tf_time(now()), 'reason', 'refunded'));
+    RETURN QUERY SELECT 200, tf_reservation_json(p_id);
+END $$;
