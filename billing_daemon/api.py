@@ -69,7 +69,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         body = await read_json(request) if request.can_read_body else {}
         key = idempotency(request, body, required=True)
         try:
-            step, value = await store.begin_payment(order_id, key, settings.pay_margin)
+            step, value = await store.begin_payment(order_id, key, settings.pay_margin, settings.resume_after)
             if step is None:
                 status, answer = value
                 return json_response(answer, status)

@@ -41,6 +41,8 @@ class Settings:
                                       "simulated gateway latency")
     pay_margin: float = setting("TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS", 30.0, positive_float,
                                 "payments are refused this close to a hold's expiry")
+    resume_after: float = setting("TICKETFLOW_PAY_RESUME_AFTER_SECONDS", 30.0, positive_float,
+                                  "a payment left charging this long (its request crashed) is resumed by a retry")
     retention_hours: float = setting("TICKETFLOW_OUTBOX_RETENTION_HOURS", 168.0, positive_float,
                                      "acknowledged outbox rows are kept this long for replays")
     idempotency_hours: float = setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float,

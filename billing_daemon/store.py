@@ -36,8 +36,6 @@ from protocol.messages import Event
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
 PAYABLE = ("pending", "failed")
-# An attempt left charging this long belongs to a crashed request; a new request may resume it.
-STALE_ATTEMPT_SECONDS = 30
 
 
 class BillingError(Exception):
@@ -70,7 +68,11 @@ def _now() -> datetime:
 
 
 async def emit(conn: aiomysql.Connection, kind: str, data: dict[str, Any]) -> int:
-    """Append to the outbound stream in the caller's transaction; the row lock keeps seqs gap-free."""
+    """Append to the outbound stream in the caller's transaction; the row lock keeps seqs gap-free.
+
+    Call it LAST, just before commit: the stream_heads row lock it takes serialises every
+    writer of the stream until commit, so anything after it is time all of them wait.
+    """
     await execute(conn, "UPDATE stream_heads SET last_seq = LAST_INSERT_ID(last_seq + 1) WHERE stream = %s",
                   (OUT_STREAM,))
     seq = await fetchval(conn, "SELECT LAST_INSERT_ID()")
@@ -199,8 +201,13 @@ class BillingStore:
     # --- payments -----------------------------------------------------------------
 
     async def begin_payment(self, order_id: str, key: tuple[str, str, str], margin_seconds: float,
+                            resume_after: float = 30.0,
                             ) -> tuple[str, dict[str, Any]] | tuple[None, tuple[int, dict[str, Any]]]:
-        """Phase 1. Returns ("charge", attempt) to go on, or (None, (status, body)) to answer now."""
+        """Phase 1. Returns ("charge", attempt) to go on, or (None, (status, body)) to answer now.
+
+        An attempt left ``charging`` for ``resume_after`` seconds belongs to a request that
+        crashed; a retry resumes it (the gateway answers the same for the same attempt).
+        """
         scope, idem_key, request_hash = key
 
         async def begin(conn: aiomysql.Connection):
@@ -216,7 +223,7 @@ class BillingStore:
                 if prior["status"]:
                     return None, (prior["status"], json.loads(prior["body"]))
                 attempt = prior["attempt_id"] and await self._attempt(conn, prior["attempt_id"])
-                if attempt and attempt["status"] == "charging" and attempt["age"] >= STALE_ATTEMPT_SECONDS:
+                if attempt and attempt["status"] == "charging" and attempt["age"] >= resume_after:
                     return "charge", attempt  # the request that started it crashed: resume it
                 raise BillingError(409, "REQUEST_IN_PROGRESS", "a request with this Idempotency-Key is running")
             order = await fetchone(conn, "SELECT id, status, amount_minor, currency, expires_at, charging_attempt,"
@@ -233,7 +240,7 @@ class BillingStore:
                                        {"expires_at": rfc3339(order["expires_at"])})
             elif order["charging_attempt"] is not None:
                 current = await self._attempt(conn, order["charging_attempt"])
-                if current and current["status"] == "charging" and current["age"] < STALE_ATTEMPT_SECONDS:
+                if current and current["status"] == "charging" and current["age"] < resume_after:
                     refusal = BillingError(409, "PAYMENT_IN_PROGRESS", "another payment of this order is running")
                 elif current and current["status"] == "charging":
                     await execute(conn, "UPDATE idempotency_keys SET attempt_id = %s WHERE scope = %s"
@@ -257,7 +264,7 @@ class BillingStore:
 
     async def _attempt(self, conn: aiomysql.Connection, attempt_id: str) -> dict[str, Any] | None:
         return await fetchone(conn, "SELECT id, order_id, status, amount_minor, currency,"
-                                    " TIMESTAMPDIFF(SECOND, created_at, NOW(6)) AS age"
+                                    " TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) / 1e6 AS age"
                                     " FROM payment_attempts WHERE id = %s", (attempt_id,))
 
     async def finish_payment(self, attempt: dict[str, Any], result: ChargeResult,
@@ -282,14 +289,14 @@ class BillingStore:
             if not result.approved:
                 await execute(conn, "UPDATE orders SET status = 'failed', charging_attempt = NULL,"
                                     " updated_at = NOW(6) WHERE id = %s", (order["id"],))
-                await emit(conn, "payment.failed", {**base, "reason": result.reason})
+                event = ("payment.failed", {**base, "reason": result.reason})
                 status, body = 402, _declined(await self._order(conn, order["id"]))
             elif order["status"] not in PAYABLE:
                 # The hold was released while the card was being charged: give the money back.
                 await execute(conn, "UPDATE payment_attempts SET status = 'refunded' WHERE id = %s",
                               (attempt["id"],))
                 await execute(conn, "UPDATE orders SET charging_attempt = NULL WHERE id = %s", (order["id"],))
-                await emit(conn, "payment.refunded", {**base, "reason": "hold_released_during_payment"})
+                event = ("payment.refunded", {**base, "reason": "hold_released_during_payment"})
                 status, body = 409, BillingError(409, "ORDER_NOT_PAYABLE", "the hold was released during the "
                                                  "payment; the charge was refunded",
                                                  {"status": order["status"]}).body()
@@ -302,11 +309,12 @@ class BillingStore:
                                   tickets)
                 await execute(conn, "UPDATE orders SET status = 'paid', charging_attempt = NULL, paid_at = NOW(6),"
                                     " updated_at = NOW(6) WHERE id = %s", (order["id"],))
-                await emit(conn, "payment.succeeded", {
+                event = ("payment.succeeded", {
                     **base, "seats": seats,
                     "tickets": [{"id": t[0], "seat_id": t[3], "seat_label": t[4], "code": t[5]} for t in tickets]})
                 status, body = 200, await self._order(conn, order["id"])
             await self._answer(conn, key, status, body)
+            await emit(conn, *event)
             return status, body
 
         answer = await self.db.transaction(finish, idempotent=True)
@@ -338,11 +346,12 @@ class BillingStore:
                           (order_id,))
             await execute(conn, "UPDATE tickets SET status = 'void' WHERE order_id = %s", (order_id,))
             seats = json.loads(order["seats"])
+            view = await self._order(conn, order_id)
             await emit(conn, "payment.refunded", {
                 "order_id": order_id, "reservation_id": order_id, "user_id": order["user_id"],
                 "event_id": order["event_id"], "amount_minor": order["amount_minor"], "currency": order["currency"],
                 "seat_ids": [s["id"] for s in seats], "reason": reason})
-            return 200, await self._order(conn, order_id)
+            return 200, view
 
         answer = await self.db.transaction(refund, idempotent=True)
         self._emitted()

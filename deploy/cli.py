@@ -5,6 +5,8 @@
                                           run a daemon in the foreground
     ticketflow run all                    every daemon + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
+    ticketflow status                     servers, daemons and each link's lag
+    ticketflow bench                      simulated buyers against the running pipeline
     ticketflow migrate                    apply pending schema migrations and exit
 
 Run ``ticketflow <command> --help`` for details.
@@ -45,7 +47,7 @@ def _stack(args: argparse.Namespace) -> int:
             server = topology.server(name)
             pid = server.pid()
             print(f"{name:<10} {state}" + (f" (pid {pid})" if pid else ""))
-        return 0 if all(s == "up" for s in states.values()) else 3
+        return 0 if all(s.startswith("up") for s in states.values()) else 3
     elif args.action == "env":
         prefix = "export " if args.export else ""
         for key, value in topology.env().items():
@@ -73,6 +75,18 @@ def _run(args: argparse.Namespace) -> int:
 
     importlib.import_module(DAEMONS[args.daemon][0]).run()
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from deploy.status import main as status_main
+
+    return status_main(args.json, stack_settings())
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from deploy.bench import main as bench_main
+
+    return bench_main(args.duration, args.concurrency, not args.no_baseline, args.json_out)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -161,6 +175,26 @@ def build_parser() -> argparse.ArgumentParser:
     stop = commands.add_parser("stop", help="stop the daemons started by `run all`, then the stack")
     stop.add_argument("--daemons-only", action="store_true", help="leave the stack's servers running")
     stop.set_defaults(func=_stop)
+
+    status = commands.add_parser(
+        "status", help="each server and daemon up/down, and each link's lag (exit 3 if anything is down)",
+        description="Each stack server and daemon up or down (daemons by their /ready), and each link's lag: "
+        "events written but not yet acknowledged downstream (reservation -> billing, billing -> bridge), "
+        "messages waiting in the portal's queue, and dead letters.")
+    status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.set_defaults(func=_status)
+
+    bench = commands.add_parser(
+        "bench", help="drive simulated buyers against the running pipeline; print figures as a table and JSON",
+        description="Needs the pipeline running (make run in another terminal). Each buyer holds a seat, "
+        "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
+        "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
+        "a pgbench baseline measured in the same run.")
+    bench.add_argument("--duration", type=float, default=10.0, help="seconds of load (default 10)")
+    bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
+    bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
+    bench.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
+    bench.set_defaults(func=_bench)
 
     migrate = commands.add_parser(
         "migrate", help="apply pending schema migrations and exit (daemons also do this at start-up)",

@@ -9,6 +9,9 @@ Per message, one of:
 - unreadable (not a CloudEvent, missing fields): dead-letter at once;
 - anything else failing: requeue, and after ``max_attempts`` deliveries dead-letter.
 
+Messages are processed concurrently, up to the prefetch, but one at a time per
+order: a ``payment.refunded`` must never overtake its own ``payment.succeeded``.
+
 Dead-lettering is a confirmed publish to the dead-letter exchange carrying
 the reason in ``x-ticketflow-reason``, then an ack of the original. The
 queue's own ``x-delivery-limit`` backstops a message that crashes the process.
@@ -17,6 +20,7 @@ queue's own ``x-delivery-limit`` backstops a message that crashes the process.
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aio_pika
 import structlog
@@ -43,6 +47,7 @@ class Consumer:
         self.processed = 0
         self._stopping = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -62,11 +67,20 @@ class Consumer:
                 self.connected = True
                 backoff.reset()
                 log.info("consuming", queue=self.names.portal_queue)
-                async with queue.iterator() as messages:
-                    async for message in messages:
-                        await self._handle(message, dlx)
-                        if self._stopping.is_set():
-                            break
+                in_flight: set[asyncio.Task] = set()
+                try:
+                    async with queue.iterator() as messages:
+                        async for message in messages:
+                            task = asyncio.create_task(self._in_order(message, dlx))
+                            in_flight.add(task)
+                            task.add_done_callback(in_flight.discard)
+                            if self._stopping.is_set():
+                                break
+                finally:
+                    # Unfinished messages are simply not acked: the broker redelivers them.
+                    for task in in_flight:
+                        task.cancel()
+                    await asyncio.gather(*in_flight, return_exceptions=True)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -80,6 +94,24 @@ class Consumer:
                     except Exception:
                         pass
             await wait_event(self._stopping, backoff.next_delay())
+
+    async def _in_order(self, message: aio_pika.abc.AbstractIncomingMessage, dlx) -> None:
+        """Run :meth:`_handle`, serialised with other messages about the same order."""
+        try:
+            key = str(json.loads(message.body)["data"]["order_id"])
+        except Exception:
+            key = ""  # unreadable: _handle dead-letters it; no order to keep in sequence
+        lock, users = self._order_locks.get(key, (asyncio.Lock(), 0))
+        self._order_locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._handle(message, dlx)
+        finally:
+            lock, users = self._order_locks[key]
+            if users == 1:
+                del self._order_locks[key]
+            else:
+                self._order_locks[key] = (lock, users - 1)
 
     async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage, dlx) -> None:
         backoff = Backoff(base=0.2, cap=5.0)

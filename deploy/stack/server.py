@@ -110,7 +110,8 @@ class Server(ABC):
 
     def status(self) -> str:
         if not self.running():
-            return "down"
+            # Something may answer on our port without being ours (another checkout's stack).
+            return "up (not started from this directory)" if self._probe_ok() else "down"
         return "up" if self._probe_ok() else "starting or unhealthy"
 
     def stop(self) -> bool:

@@ -47,6 +47,18 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
             assert out[7] == "purchase_confirmed"
             assert json.loads(out[8])["seat_label"]
             assert json.loads(out[9])["error"]["code"] == "ALREADY_CHECKED_IN"
+
+            # ticketflow status: everything up, and every link drains to zero lag.
+            deadline = time.monotonic() + 30
+            while True:
+                status = subprocess.run([sys.executable, "-m", "deploy.cli", "status", "--json"], env=env,
+                                        capture_output=True, text=True, timeout=30)
+                report = json.loads(status.stdout)
+                if status.returncode == 0 and set(report["lag"].values()) == {0}:
+                    break
+                assert time.monotonic() < deadline, f"status never showed all up with zero lag: {report}"
+                time.sleep(0.2)
+            assert set(report["daemons"]) == {"reservation", "billing", "bridge", "portal"}
         finally:
             supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends
             supervisor.wait(30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -16,10 +17,29 @@ def stack_env() -> dict[str, str]:
     return local().env()
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port no one is using and no earlier call returned.
+
+    Not port 0's pick: that comes from the kernel's ephemeral range, where outgoing
+    connections take ports too, and a port handed out before its owner binds it can
+    be handed out again (seen: a relay connecting to a daemon's HTTP port).
+    """
+    low, high = 20000, 32000  # below the ephemeral range (32768+), above the stack's own ports
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def pg_dsn(database: str) -> str:

@@ -1,0 +1,254 @@
+"""``ticketflow bench``: simulated buyers against the running pipeline, figures as a table and JSON.
+
+Each buyer loops for the duration: hold a seat, wait for its order in
+billing, pay. Client-side latencies are measured per request. Hop latencies
+come from the timestamps the stores record at commit time (one machine, one
+clock) and from a bench-owned queue bound to the events exchange:
+
+- reservation commit -> order in billing: ``orders.created_at - reservations.created_at``
+- payment commit -> message in RabbitMQ: arrival at the bench queue - ``payment_attempts.finished_at``
+- payment commit -> sale finalized: ``portal_processed.processed_at - payment_attempts.finished_at``
+
+A baseline from the same run on the same machine is printed beside them
+(``pgbench`` doing ``SELECT 1`` at the same concurrency), because shared
+machines drift and absolute numbers alone mislead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import aiohttp
+import aiomysql
+import asyncpg
+
+from deploy.runtime.amqp import Names
+from deploy.runtime.mysql import MariaDsn
+from deploy.stack.settings import stack_settings
+from deploy.supervisor import DAEMONS, _port, daemon_env
+
+
+@dataclass
+class Samples:
+    reserve_ms: list[float] = field(default_factory=list)
+    pay_ms: list[float] = field(default_factory=list)
+    orders: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"n": 0, "p50": None, "p95": None, "p99": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"n": len(ordered), "p50": pick(0.50), "p95": pick(0.95), "p99": pick(0.99)}
+
+
+async def _buyer(session: aiohttp.ClientSession, urls: dict[str, str], seats: asyncio.Queue, until: float,
+                 samples: Samples, tag: str) -> None:
+    r, b = urls["reservation"], urls["billing"]
+    while time.monotonic() < until and not seats.empty():
+        seat = seats.get_nowait()
+        try:
+            started = time.perf_counter()
+            async with session.post(f"{r}/api/reserve", json={"seat_id": seat, "user_id": f"bench-{tag}"}) as resp:
+                body = await resp.json()
+            if resp.status != 201:
+                samples.errors[f"reserve {resp.status}"] = samples.errors.get(f"reserve {resp.status}", 0) + 1
+                continue
+            samples.reserve_ms.append((time.perf_counter() - started) * 1000)
+            order_id = body["id"]
+            pause = 0.002
+            while True:  # the order arrives over the reservation -> billing link
+                async with session.get(f"{b}/api/orders/{order_id}") as resp:
+                    if resp.status == 200:
+                        break
+                # Back off: tight polling by many buyers would load billing more than the work measured.
+                await asyncio.sleep(pause)
+                pause = min(0.05, pause * 2)
+            started = time.perf_counter()
+            async with session.post(f"{b}/api/orders/{order_id}/pay", headers={"Idempotency-Key": order_id}) as resp:
+                await resp.read()
+            if resp.status != 200:
+                samples.errors[f"pay {resp.status}"] = samples.errors.get(f"pay {resp.status}", 0) + 1
+                continue
+            samples.pay_ms.append((time.perf_counter() - started) * 1000)
+            samples.orders.append(order_id)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            samples.errors[type(exc).__name__] = samples.errors.get(type(exc).__name__, 0) + 1
+
+
+async def _watch_rabbitmq(url: str, names: Names, arrivals: dict[str, float], ready: asyncio.Event) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(await channel.get_exchange(names.exchange), routing_key="payment.succeeded")
+        ready.set()
+        async with queue.iterator(no_ack=True) as messages:
+            async for message in messages:
+                arrivals[json.loads(message.body)["data"]["order_id"]] = time.time()
+    finally:
+        await connection.close()
+
+
+def _baseline(env: dict[str, str], concurrency: int, seconds: int) -> dict[str, Any] | None:
+    pgbench = shutil.which("pgbench") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"),
+                                                             reverse=True)), None)
+    if pgbench is None:
+        return None
+    dsn = urlsplit(env["TICKETFLOW_PG_DSN"])
+    script = "/tmp/ticketflow-bench-select1.sql"
+    with open(script, "w") as f:
+        f.write("SELECT 1;\n")
+    result = subprocess.run(
+        [pgbench, "-n", "-f", script, "-c", str(concurrency), "-j", "2", "-T", str(seconds),
+         "-h", dsn.hostname or "127.0.0.1", "-p", str(dsn.port or 5432), "-U", dsn.username or "ticketflow",
+         dsn.path.lstrip("/")],
+        capture_output=True, text=True, env={**os.environ, "PGPASSWORD": dsn.password or ""}, timeout=seconds + 30)
+    tps = re.search(r"tps = ([\d.]+)", result.stdout)
+    latency = re.search(r"latency average = ([\d.]+) ms", result.stdout)
+    if not tps:
+        return {"error": result.stderr.strip()[-300:]}
+    return {"what": f"pgbench SELECT 1, {concurrency} clients, {seconds}s", "tps": float(tps.group(1)),
+            "latency_avg_ms": float(latency.group(1)) if latency else None}
+
+
+def _ms(later: datetime | float, earlier: datetime) -> float:
+    later_s = later if isinstance(later, float) else later.replace(tzinfo=later.tzinfo or timezone.utc).timestamp()
+    return (later_s - earlier.replace(tzinfo=earlier.tzinfo or timezone.utc).timestamp()) * 1000
+
+
+async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, Any]:
+    env = daemon_env(stack_settings())
+    urls = {spec.name: f"http://127.0.0.1:{_port(spec, env)}" for spec in DAEMONS}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        for name, url in urls.items():
+            try:
+                async with session.get(url + "/ready") as resp:
+                    if resp.status != 200:
+                        raise RuntimeError(f"{name} is not ready ({resp.status})")
+            except aiohttp.ClientError:
+                raise RuntimeError(f"{name} is not running at {url}: start the pipeline with `make run`") from None
+        rows = max(1, int(concurrency * duration * 400 / 1000) + 1)  # enough seats for ~400 purchases/s
+        async with session.post(urls["reservation"] + "/api/events", json={
+            "name": f"bench {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "venue": "bench",
+            "starts_at": "2030-01-01T00:00:00Z",
+            "layout": {"sections": [{"name": "B", "rows": rows, "seats_per_row": 1000, "price_minor": 100,
+                                     "currency": "EUR"}]}}) as resp:
+            event = await resp.json()
+        async with session.get(f"{urls['reservation']}/api/events/{event['id']}/seats") as resp:
+            seat_ids = [s["id"] for s in (await resp.json())["seats"]]
+        seats: asyncio.Queue = asyncio.Queue()
+        for seat in seat_ids:
+            seats.put_nowait(seat)
+
+        arrivals: dict[str, float] = {}
+        watching = asyncio.Event()
+        watcher = asyncio.create_task(_watch_rabbitmq(env["TICKETFLOW_AMQP_URL"],
+                                                      Names(env.get("TICKETFLOW_AMQP_PREFIX", "ticketflow")),
+                                                      arrivals, watching))
+        await asyncio.wait_for(watching.wait(), 10)
+        samples = Samples()
+        started = time.monotonic()
+        until = started + duration
+        await asyncio.gather(*(_buyer(session, urls, seats, until, samples, str(i)) for i in range(concurrency)))
+        elapsed = time.monotonic() - started
+
+    # Let the last sales cross every hop before reading the timestamps.
+    portal = await asyncpg.connect(env["TICKETFLOW_PORTAL_PG_DSN"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = await portal.fetchval("SELECT count(*) FROM portal_processed WHERE order_id = ANY($1::text[])",
+                                     samples.orders)
+        if done >= len(samples.orders) and len(arrivals) >= len(samples.orders):
+            break
+        await asyncio.sleep(0.2)
+    finalized = {r["order_id"]: r["processed_at"] for r in await portal.fetch(
+        "SELECT order_id, processed_at FROM portal_processed WHERE order_id = ANY($1::text[])", samples.orders)}
+    await portal.close()
+    watcher.cancel()
+
+    pg = await asyncpg.connect(env["TICKETFLOW_PG_DSN"])
+    reserved = {str(r["id"]): r["created_at"] for r in await pg.fetch(
+        "SELECT id, created_at FROM reservations WHERE event_id = $1", uuid.UUID(event["id"]))}
+    await pg.close()
+    dsn = MariaDsn.parse(env["TICKETFLOW_MARIADB_DSN"])
+    maria = await aiomysql.connect(host=dsn.hosts[0][0], port=dsn.hosts[0][1], user=dsn.user,
+                                   password=dsn.password, db=dsn.database)
+    async with maria.cursor(aiomysql.DictCursor) as cur:
+        marks = ",".join(["%s"] * len(samples.orders)) or "NULL"
+        await cur.execute(f"SELECT o.id, o.created_at, a.finished_at FROM orders o JOIN payment_attempts a"
+                          f" ON a.order_id = o.id AND a.status = 'succeeded' WHERE o.id IN ({marks})",
+                          samples.orders)
+        billed = {r["id"]: r for r in await cur.fetchall()}
+    maria.close()
+
+    hops = {
+        "reservation commit -> order in billing": percentiles(
+            [_ms(billed[o]["created_at"], reserved[o]) for o in samples.orders if o in billed and o in reserved]),
+        "payment commit -> message in RabbitMQ": percentiles(
+            [_ms(arrivals[o], billed[o]["finished_at"]) for o in samples.orders if o in arrivals and o in billed]),
+        "payment commit -> sale finalized": percentiles(
+            [_ms(finalized[o], billed[o]["finished_at"]) for o in samples.orders if o in finalized and o in billed]),
+    }
+    report = {
+        "duration_s": round(elapsed, 2), "concurrency": concurrency,
+        "reservations_per_s": round(len(samples.reserve_ms) / elapsed, 1),
+        "purchases_per_s": round(len(samples.orders) / elapsed, 1),
+        "reserve_latency_ms": percentiles(samples.reserve_ms), "pay_latency_ms": percentiles(samples.pay_ms),
+        "propagation_ms": hops, "errors": samples.errors,
+        "baseline": _baseline(env, concurrency, max(3, int(duration))) if baseline else None,
+    }
+    return report
+
+
+def render(report: dict[str, Any]) -> str:
+    def row(name: str, p: dict[str, Any]) -> str:
+        return f"  {name:<42} {p['n']:>7} {p['p50']!s:>9} {p['p95']!s:>9} {p['p99']!s:>9}"
+
+    lines = [f"ticketflow bench: {report['concurrency']} buyers for {report['duration_s']} s",
+             f"  reservations/s {report['reservations_per_s']}   purchases/s {report['purchases_per_s']}",
+             "", f"  {'latency (ms)':<42} {'n':>7} {'p50':>9} {'p95':>9} {'p99':>9}",
+             row("reserve (HTTP, client side)", report["reserve_latency_ms"]),
+             row("pay (HTTP, client side)", report["pay_latency_ms"])]
+    lines += [row(name, p) for name, p in report["propagation_ms"].items()]
+    base = report.get("baseline")
+    if base and "tps" in base:
+        lines += ["", f"  baseline, same machine, same run: {base['what']}: {base['tps']:.0f} tps, "
+                      f"{base['latency_avg_ms']} ms average"]
+    if report["errors"]:
+        lines += ["", f"  errors: {report['errors']}"]
+    return "\n".join(lines)
+
+
+def main(duration: float, concurrency: int, baseline: bool, json_path: str | None) -> int:
+    try:
+        report = asyncio.run(run(duration, concurrency, baseline))
+    except RuntimeError as exc:
+        print(f"ticketflow bench: {exc}")
+        return 1
+    print(render(report))
+    print()
+    print(json.dumps(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)
+    return 0

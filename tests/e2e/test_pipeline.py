@@ -1,0 +1,120 @@
+"""The whole pipeline through HTTP only: happy path, lost holds, refunds, poison messages."""
+
+import asyncio
+import json
+import time
+
+import aio_pika
+
+from tests.billing.conftest import hold_one, order_appears
+from tests.helpers import wait_until
+
+
+async def buy(full, user_id: str, seats: int = 1) -> tuple[dict, dict]:
+    held = await hold_one(full["reservation"], user_id, seats)
+    await wait_until(lambda: order_appears(full["billing"], held["id"]), 10, "the order appearing in billing")
+    paid = await full["billing"].api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": held["id"]})
+    assert paid.status == 200, paid.body
+    return held, paid.body
+
+
+async def notifications(full, user_id: str) -> list[dict]:
+    reply = await full["portal"].api.get(f"/api/notifications?user_id={user_id}")
+    assert reply.status == 200
+    return reply.body["notifications"]
+
+
+async def test_happy_path_user_reserve_pay_sold_notified_checked_in(full):
+    await full.start_all()
+    billing, reservation = full["billing"], full["reservation"]
+    user = (await billing.api.post("/api/users", {"email": "e2e@example.com", "name": "E"})).body
+    held, order = await buy(full, user["id"])
+    paid_at = time.monotonic()
+
+    async def finalized() -> bool:
+        r = (await reservation.api.get(f"/api/reservations/{held['id']}")).body
+        return r["status"] == "confirmed"
+
+    await wait_until(finalized, 2, "the reservation confirmed within 2 s of payment")
+    print(f"payment -> sale finalized in {(time.monotonic() - paid_at) * 1000:.0f} ms")
+    seats = (await reservation.api.get(f"/api/events/{held['event_id']}/seats?status=sold")).body["seats"]
+    assert [s["id"] for s in seats] == [held["seats"][0]["id"]]
+    await wait_until(lambda: _count(notifications(full, user["id"]), 1), 2, "the notification")
+    notes = await notifications(full, user["id"])
+    assert [n["kind"] for n in notes] == ["purchase_confirmed"] and notes[0]["order_id"] == held["id"]
+    code = order["tickets"][0]["code"]
+    assert (await billing.api.post("/api/checkin", {"code": code})).status == 200
+    assert (await billing.api.post("/api/checkin", {"code": code})).status == 409
+
+
+async def _count(coro, n: int) -> bool:
+    return len(await coro) == n
+
+
+async def test_a_payment_whose_hold_was_lost_is_refunded_not_sold(full):
+    await full.start_all(TICKETFLOW_HOLD_TTL_SECONDS="2", TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS="0.5",
+                         TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")
+    full["portal"].process.kill()  # the sale cannot be finalized before the hold runs out
+    held, _ = await buy(full, "unlucky")
+
+    async def expired() -> bool:
+        return (await full["reservation"].api.get(f"/api/reservations/{held['id']}")).body["status"] == "expired"
+
+    await wait_until(expired, 10, "the hold expiring while the portal is down")
+    full["portal"].process.start()
+    await full["portal"].process.wait_ready()
+
+    async def refunded() -> bool:
+        return (await full["billing"].api.get(f"/api/orders/{held['id']}")).body["status"] == "refunded"
+
+    await wait_until(refunded, 10, "billing refunding the order whose hold was lost")
+    await wait_until(lambda: _count(notifications(full, "unlucky"), 1), 5, "the sale-failed notification")
+    assert [n["kind"] for n in await notifications(full, "unlucky")] == ["sale_failed_refunded"]
+    assert (await full["reservation"].api.get(f"/api/reservations/{held['id']}")).body["status"] == "expired"
+
+
+async def test_a_refund_after_the_sale_releases_the_seats(full):
+    await full.start_all()
+    held, _ = await buy(full, "changes-mind")
+
+    async def confirmed() -> bool:
+        return (await full["reservation"].api.get(f"/api/reservations/{held['id']}")).body["status"] == "confirmed"
+
+    await wait_until(confirmed, 5, "the sale finalized")
+    assert (await full["billing"].api.post(f"/api/orders/{held['id']}/refund", {"reason": "ill"})).status == 200
+
+    async def released() -> bool:
+        seats = (await full["reservation"].api.get(f"/api/events/{held['event_id']}/seats")).body["seats"]
+        return {s["status"] for s in seats if s["id"] == held["seats"][0]["id"]} == {"available"}
+
+    await wait_until(released, 5, "the refunded seat becoming available again")
+    await wait_until(lambda: _count(notifications(full, "changes-mind"), 2), 5, "the refund notification")
+    assert sorted(n["kind"] for n in await notifications(full, "changes-mind")) == ["purchase_confirmed",
+                                                                                    "refund_issued"]
+
+
+async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(full):
+    await full.start_all()
+    connection = await aio_pika.connect(full.amqp_url)
+    channel = await connection.channel()
+    exchange = await channel.get_exchange(full.names.exchange)
+    await exchange.publish(aio_pika.Message(b"\x00 not json", message_id="poison-1"), routing_key="payment.succeeded")
+    broken = {"specversion": "1.0", "id": "poison-2", "type": "payment.succeeded", "source": "x", "data": {}}
+    await exchange.publish(aio_pika.Message(json.dumps(broken).encode(), message_id="poison-2"),
+                           routing_key="payment.succeeded")
+    held, _ = await buy(full, "after-poison")
+
+    async def confirmed() -> bool:
+        return (await full["reservation"].api.get(f"/api/reservations/{held['id']}")).body["status"] == "confirmed"
+
+    await wait_until(confirmed, 10, "a good sale finalized behind two poison messages")
+    dlq = await channel.declare_queue(full.names.dead_letter_queue, durable=True)
+    dead = []
+    for _ in range(2):
+        message = await dlq.get(timeout=5)
+        dead.append((message.message_id, message.headers["x-ticketflow-reason"]))
+        await message.ack()
+    await connection.close()
+    assert {d[0] for d in dead} == {"poison-1", "poison-2"}
+    assert all(reason for _, reason in dead)
+    assert await full.queue_depth(full.names.portal_queue) == 0
