@@ -26,8 +26,8 @@ TIME = {"type": "string", "format": "date-time"}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "description": "Retrying with the same key returns the first response and never creates a second "
-                   "event or hold. A retry that arrives while the first request is still running waits for "
-                   "it and returns its response.",
+                   "event or hold. A retry that arrives while the first request is still running is answered "
+                   "409 REQUEST_IN_PROGRESS; retry it shortly.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 200},
 }
 COMMON_ERRORS = {
@@ -40,7 +40,8 @@ HOLD_RESPONSES = {
     "201": _json(_ref("Reservation"), "the hold"),
     **COMMON_ERRORS,
     "404": _error("SEAT_NOT_FOUND or EVENT_NOT_FOUND"),
-    "409": _error("SEAT_UNAVAILABLE: a seat is already held or sold"),
+    "409": _error("SEAT_UNAVAILABLE: a seat is already held or sold; REQUEST_IN_PROGRESS: a request with this "
+                  "Idempotency-Key is still running"),
     "422": _error("VALIDATION_FAILED, SEAT_NOT_IN_EVENT, MIXED_CURRENCIES or IDEMPOTENCY_KEY_REUSED"),
 }
 
@@ -75,6 +76,7 @@ SPEC: dict[str, Any] = {
                 "parameters": [IDEMPOTENCY_KEY],
                 "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("NewEvent")}}},
                 "responses": {"201": _json(_ref("Event"), "the event, with seat counts"), **COMMON_ERRORS,
+                              "409": _error("REQUEST_IN_PROGRESS: a request with this Idempotency-Key is running"),
                               "422": _error("VALIDATION_FAILED, LAYOUT_TOO_LARGE or IDEMPOTENCY_KEY_REUSED")},
             },
             "get": {"summary": "List events", "responses": {"200": _json(

@@ -44,25 +44,16 @@ _EVENT_JSON = """
 
 async def _claim_key(conn: asyncpg.Connection, idempotency: tuple[str, str, str] | None,
                      ) -> tuple[int, dict[str, Any]] | None:
-    """Claim an Idempotency-Key inside the caller's transaction; the earlier response if it was used.
+    """Claim an Idempotency-Key inside the caller's transaction (tf_claim_key).
 
-    A concurrent request with the same key waits on the key's row until this
-    transaction ends, then sees the recorded response: one key, one effect.
+    None: the key is ours, go ahead. Otherwise the response to give instead: the
+    earlier one, 422 for a key reused with another request, or 409 while another
+    transaction is still working under the key.
     """
     if idempotency is None:
         return None
-    scope, key, request_hash = idempotency
-    claimed = await conn.fetchval(
-        "INSERT INTO idempotency_keys (scope, key, request_hash, status, body) VALUES ($1, $2, $3, 0, '{}')"
-        " ON CONFLICT DO NOTHING RETURNING true", scope, key, request_hash)
-    if claimed:
-        return None
-    prior = await conn.fetchrow(
-        "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2", scope, key)
-    if prior["request_hash"] != request_hash:
-        return 422, await conn.fetchval(
-            "SELECT tf_error('IDEMPOTENCY_KEY_REUSED', 'this Idempotency-Key was used for a different request')")
-    return prior["status"], prior["body"]
+    prior = await conn.fetchrow("SELECT status, body FROM tf_claim_key($1, $2, $3)", *idempotency)
+    return None if prior is None else (prior["status"], prior["body"])
 
 
 async def _record_key(conn: asyncpg.Connection, idempotency: tuple[str, str, str] | None, status: int,

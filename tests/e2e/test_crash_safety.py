@@ -18,7 +18,12 @@ from tests.helpers import wait_until
 PURCHASES = 500
 
 
-async def patient(call, what: str, done=lambda r: r.status not in (503,), timeout: float = 120):
+def settled(reply) -> bool:
+    """Neither 503 nor 409 REQUEST_IN_PROGRESS: the answer a retrying client stops at."""
+    return reply.status != 503 and not (reply.status == 409 and reply.body["error"]["code"] == "REQUEST_IN_PROGRESS")
+
+
+async def patient(call, what: str, done=settled, timeout: float = 120):
     """Retry ``call`` through crashes: connection errors, 503s, and whatever ``done`` rejects."""
     deadline = time.monotonic() + timeout
     while True:
@@ -52,7 +57,7 @@ async def test_500_purchases_survive_every_daemon_killed_and_rabbitmq_restarted(
         await patient(lambda: billing.api.get(f"/api/orders/{rid}"), f"order {i}", done=lambda r: r.status == 200)
         paid = await patient(
             lambda: billing.api.post(f"/api/orders/{rid}/pay", headers={"Idempotency-Key": key}), f"payment {i}",
-            done=lambda r: r.status == 200 or (r.status == 409 and r.body["error"]["code"] != "REQUEST_IN_PROGRESS"))
+            done=settled)
         assert paid.status == 200, paid.body
         completed.append(rid)
         return rid

@@ -4,6 +4,8 @@ import asyncio
 import random
 import uuid
 
+import asyncpg
+
 from tests.reservation.conftest import create_event, seats_of
 from tests.helpers import wait_until
 
@@ -112,10 +114,47 @@ async def test_concurrent_first_requests_with_one_key_create_one_hold(cluster):
     body = {"event_id": event["id"], "seat_ids": seats, "user_id": "buyer"}
     replies = await asyncio.gather(*(api.post("/api/reservations", body, headers={"Idempotency-Key": "same"})
                                      for _ in range(30)))
-    assert {r.status for r in replies} == {201}
-    assert len({r.body["id"] for r in replies}) == 1
+    # Whoever arrives while the first is running is told so at once, not queued.
+    assert {r.status for r in replies} <= {201, 409}
+    assert all(r.body["error"]["code"] == "REQUEST_IN_PROGRESS" for r in replies if r.status == 409)
+    created = [r for r in replies if r.status == 201]
+    assert created and len({r.body["id"] for r in created}) == 1
+    # Once it has finished, the key answers with the first response.
+    retry = await api.post("/api/reservations", body, headers={"Idempotency-Key": "same"})
+    assert retry.status == 201 and retry.body == created[0].body
     rows = await cluster.sql("SELECT count(*) AS n FROM reservations")
     assert rows[0]["n"] == 1
+
+
+async def test_a_key_still_being_processed_is_answered_409_request_in_progress(cluster):
+    api = (await cluster.start()).api
+    event = await create_event(api)
+    seat = (await seats_of(api, event["id"]))[0]["id"]
+    body = {"seat_id": seat, "user_id": "buyer"}
+    # Hold the seat's row lock from outside, so the first request stays in progress.
+    blocker = await asyncpg.connect(cluster.dsn)
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute("SELECT 1 FROM seats WHERE id = $1 FOR UPDATE", uuid.UUID(seat))
+        first = asyncio.create_task(api.post("/api/reserve", body, headers={"Idempotency-Key": "slow"}))
+
+        async def key_claimed() -> bool:
+            rows = await cluster.sql(
+                "SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database"
+                " WHERE d.datname = current_database() AND l.locktype = 'advisory' AND l.objsubid = 2"
+                " AND l.classid = 1952867449 AND l.granted")
+            return rows[0]["n"] == 1
+
+        await wait_until(key_claimed, 10, "the first request to claim its key")
+        second = await api.post("/api/reserve", body, headers={"Idempotency-Key": "slow"})
+        assert second.status == 409 and second.body["error"]["code"] == "REQUEST_IN_PROGRESS"
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    assert (await first).status == 201
+    third = await api.post("/api/reserve", body, headers={"Idempotency-Key": "slow"})
+    assert third.status == 201 and third.body == (await first).body
 
 
 async def test_a_hold_expires_after_its_ttl_and_the_seat_is_free_again(cluster):
