@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from aiohttp import web
@@ -12,9 +11,8 @@ from billing_daemon.gateway import PaymentGateway
 from billing_daemon.openapi import SPEC
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
-from deploy.runtime.http import ApiError, NotFound, health_routes, idempotency, json_response, read_json
+from deploy.runtime.http import ApiError, NotFound, idempotency, json_response, read_json, service_routes
 
-VERSION = "0.1.0"
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the mail server's call.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
 
@@ -30,12 +28,6 @@ def _billing_error(exc: BillingError) -> ApiError:
 
 
 def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, ready, instance: str):
-    async def instance_info(_: web.Request) -> web.Response:
-        return json_response({"instance": instance, "pid": os.getpid(), "version": VERSION})
-
-    async def openapi(_: web.Request) -> web.Response:
-        return json_response(SPEC)
-
     async def create_user(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         email = v.text(body, "email", max_len=254).lower()
@@ -102,9 +94,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
             raise _billing_error(exc) from None
 
     return [
-        *health_routes(ready),
-        web.get("/openapi.json", openapi),
-        web.get("/api/instance", instance_info),
+        *service_routes(ready, instance, SPEC),
         web.post("/api/users", create_user),
         web.get("/api/users/{user_id}", get_user),
         web.get("/api/users/{user_id}/orders", user_orders),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (fraction, load, non_negative_int, port, positive_float, positive_int, secret,
-                                   setting)
-
-DEV_LINK_SECRET = b"ticketflow-dev-link-secret-change-me"
+from deploy.runtime.config import (fraction, idempotency_hours_setting, instance_setting, link_secret_setting,
+                                   link_window_setting, load, log_level_setting, non_negative_int, port,
+                                   positive_float, positive_int, rate_limit_setting, relay_lock_retry_setting,
+                                   retention_hours_setting, setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -26,13 +26,11 @@ class Settings:
     link_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "port of the reservation stream receiver")
     bridge_host: str = setting("TICKETFLOW_BRIDGE_LINK_HOST", "127.0.0.1", str, "the bridge's stream receiver host")
     bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
-    link_secret: bytes = setting("TICKETFLOW_LINK_SECRET", DEV_LINK_SECRET, secret,
-                                 "shared secret of the links (at least 16 bytes)")
-    link_window: int = setting("TICKETFLOW_LINK_WINDOW", 256, positive_int, "events in flight before an ack")
+    link_secret: bytes = link_secret_setting()
+    link_window: int = link_window_setting()
     relay_poll: float = setting("TICKETFLOW_BILLING_RELAY_POLL_SECONDS", 0.25, positive_float,
                                 "outbox poll interval (MariaDB has no LISTEN; local writes wake the relay at once)")
-    relay_lock_retry: float = setting("TICKETFLOW_RELAY_LOCK_RETRY_SECONDS", 1.0, positive_float,
-                                      "how often a standby replica tries to become the relay")
+    relay_lock_retry: float = relay_lock_retry_setting()
     payment_success_rate: float = setting("TICKETFLOW_PAYMENT_SUCCESS_RATE", 1.0, fraction,
                                           "share of mock charges approved")
     payment_seed: int | None = setting("TICKETFLOW_PAYMENT_SEED", None, optional_int,
@@ -43,14 +41,11 @@ class Settings:
                                 "payments are refused this close to a hold's expiry")
     resume_after: float = setting("TICKETFLOW_PAY_RESUME_AFTER_SECONDS", 30.0, positive_float,
                                   "a payment left charging this long (its request crashed) is resumed by a retry")
-    retention_hours: float = setting("TICKETFLOW_OUTBOX_RETENTION_HOURS", 168.0, positive_float,
-                                     "acknowledged outbox rows are kept this long for replays")
-    idempotency_hours: float = setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float,
-                                       "how long an Idempotency-Key is remembered")
-    rate_limit: int = setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
-                              "requests per second per client address (0 = unlimited)")
-    instance: str = setting("TICKETFLOW_INSTANCE", "", str, "name of this replica (default host:port)")
-    log_level: str = setting("TICKETFLOW_LOG_LEVEL", "info", str, "debug, info, warning or error")
+    retention_hours: float = retention_hours_setting()
+    idempotency_hours: float = idempotency_hours_setting()
+    rate_limit: int = rate_limit_setting()
+    instance: str = instance_setting()
+    log_level: str = log_level_setting()
 
 
 def load_settings() -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import Any
 
@@ -11,7 +10,7 @@ from aiohttp import web
 
 from bridge_daemon.config import Settings
 from bridge_daemon.stream import PaymentsToBroker, Publisher
-from deploy.runtime.http import health_routes, json_response, make_app
+from deploy.runtime.http import make_app, service_routes, start_http
 from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 
@@ -41,26 +40,12 @@ class BridgeDaemon:
         self._runner: web.AppRunner | None = None
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
-        if not self.publisher.connected:
-            try:
-                await self.publisher._ensure()
-            except Exception:
-                pass
-        ok = self.publisher.connected
+        ok = await self.publisher.reachable()
         return ok, {"rabbitmq": "ok" if ok else "unavailable", "links": self.receiver.accepted}
 
     async def start(self) -> None:
-        async def instance(_: web.Request) -> web.Response:
-            return json_response({"instance": self.instance, "pid": os.getpid(), "version": "0.1.0"})
-
-        async def openapi(_: web.Request) -> web.Response:
-            return json_response(SPEC)
-
-        app = make_app([*health_routes(self.ready), web.get("/api/instance", instance),
-                        web.get("/openapi.json", openapi)])
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port).start()
+        app = make_app(service_routes(self.ready, self.instance, SPEC))
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
         await self.publisher.start()
         await self.receiver.start()
         log.info("bridge_ready", link_port=self.receiver.port, http_port=self.settings.http_port)

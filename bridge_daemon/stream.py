@@ -67,6 +67,14 @@ class Publisher:
         except BrokerUnavailable as exc:
             log.warning("broker_unavailable", reason=str(exc))
 
+    async def reachable(self) -> bool:
+        """Connected now, or connects now (so /ready recovers without waiting for traffic)."""
+        try:
+            await self._ensure()
+        except BrokerUnavailable:
+            return False
+        return True
+
     async def close(self) -> None:
         connection, self.connection, self.channel, self.exchange = self.connection, None, None, None
         if connection is not None and not connection.is_closed:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aiohttp import web
 
-from deploy.runtime.http import Unprocessable, health_routes, json_response
+from deploy.runtime.http import Unprocessable, json_response, service_routes
 from portal_consumer.store import PortalStore
 
 NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "payload", "created_at"],
@@ -47,11 +46,4 @@ def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:
             raise Unprocessable("user_id is required", details={"field": "user_id"})
         return json_response({"notifications": await store.notifications(user_id)})
 
-    async def instance_info(_: web.Request) -> web.Response:
-        return json_response({"instance": instance, "pid": os.getpid(), "version": "0.1.0"})
-
-    async def openapi(_: web.Request) -> web.Response:
-        return json_response(SPEC)
-
-    return [*health_routes(ready), web.get("/api/notifications", notifications),
-            web.get("/api/instance", instance_info), web.get("/openapi.json", openapi)]
+    return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications)]

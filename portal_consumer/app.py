@@ -9,9 +9,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from deploy.runtime.backoff import Backoff
-from deploy.runtime.http import make_app
+from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
+from deploy.runtime.schema_gate import SchemaGate
 from portal_consumer import api
 from portal_consumer.config import Settings
 from portal_consumer.peers import Peers
@@ -33,7 +33,7 @@ class PortalConsumer:
         sink = WebhookSink(settings.webhook, settings.http_timeout) if settings.webhook else LogSink()
         self.dispatcher = Dispatcher(self.store, sink)
         self.consumer = Consumer(settings, SaleFinalizer(self.store, self.peers), on_processed=self.dispatcher.kick)
-        self.migrated = asyncio.Event()
+        self.schema = SchemaGate(self.store.migrate)
         self._tasks: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
 
@@ -42,26 +42,17 @@ class PortalConsumer:
         checks = {"database": "ok" if database else "unavailable",
                   "rabbitmq": "consuming" if self.consumer.connected else "unavailable",
                   "processed": self.consumer.processed}
-        return database and self.consumer.connected and self.migrated.is_set(), checks
+        return database and self.consumer.connected and self.schema.ready, checks
 
     async def start(self) -> None:
         await self.db.start()
         await self.peers.start()
-        self._runner = web.AppRunner(make_app(api.routes(self.store, self.ready, self.instance)), access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port).start()
+        app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware])
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
         self._tasks.append(asyncio.create_task(self._migrate_then_work()))
 
     async def _migrate_then_work(self) -> None:
-        backoff = Backoff(base=0.2, cap=5.0)
-        while True:
-            try:
-                log.info("schema_ready", applied=await self.store.migrate())
-                break
-            except Exception as exc:  # never exit because the database is away
-                log.warning("migrate_waiting", reason=repr(exc))
-                await asyncio.sleep(backoff.next_delay())
-        self.migrated.set()
+        await self.schema.migrate_until_done()
         self._tasks += [asyncio.create_task(self.consumer.run()), asyncio.create_task(self.dispatcher.run())]
 
     async def stop(self) -> None:

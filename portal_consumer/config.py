@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import load, port, positive_float, positive_int, setting
+from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, instance_setting, log_level_setting, port,
+                                   positive_float, positive_int, setting)
 
 
 @dataclass(frozen=True)
@@ -13,9 +14,8 @@ class Settings:
     http_port: int = setting("TICKETFLOW_PORTAL_PORT", 8086, port, "HTTP port (notifications, probes)")
     pg_dsn: str = setting("TICKETFLOW_PORTAL_PG_DSN", "postgresql://ticketflow:ticketflow@127.0.0.1:17432/ticketflow",
                           str, "PostgreSQL for the dedupe record and notifications")
-    amqp_url: str = setting("TICKETFLOW_AMQP_URL", "amqp://ticketflow:ticketflow@127.0.0.1:17672/", str,
-                            "RabbitMQ URL")
-    amqp_prefix: str = setting("TICKETFLOW_AMQP_PREFIX", "ticketflow", str, "prefix of exchange and queue names")
+    amqp_url: str = amqp_url_setting()
+    amqp_prefix: str = amqp_prefix_setting()
     prefetch: int = setting("TICKETFLOW_PORTAL_PREFETCH", 32, positive_int, "unacked messages held at once")
     max_attempts: int = setting("TICKETFLOW_PORTAL_MAX_ATTEMPTS", 5, positive_int,
                                 "deliveries of a failing message before it is dead-lettered")
@@ -26,5 +26,5 @@ class Settings:
                                   "timeout of each call to reservation, billing and the webhook")
     webhook: str = setting("TICKETFLOW_NOTIFY_WEBHOOK", "", str,
                            "POST each notification here as JSON (retried with backoff); unset: log only")
-    instance: str = setting("TICKETFLOW_INSTANCE", "", str, "name of this replica (default host:port)")
-    log_level: str = setting("TICKETFLOW_LOG_LEVEL", "info", str, "debug, info, warning or error")
+    instance: str = instance_setting()
+    log_level: str = log_level_setting()

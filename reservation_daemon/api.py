@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aiohttp import web
 
 from deploy.runtime import validation as v
-from deploy.runtime.http import NotFound, Unprocessable, health_routes, idempotency, json_response, read_json
+from deploy.runtime.http import NotFound, Unprocessable, idempotency, json_response, read_json, service_routes
 from deploy.runtime.ids import uuid7
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import SPEC
 from reservation_daemon.store import ReservationStore, Section
 
-VERSION = "0.1.0"
 SEAT_STATUSES = ("available", "held", "sold")
 
 
 def routes(settings: Settings, store: ReservationStore, ready, instance: str) -> list[web.RouteDef]:
-    async def instance_info(_: web.Request) -> web.Response:
-        return json_response({"instance": instance, "pid": os.getpid(), "version": VERSION})
-
-    async def openapi(_: web.Request) -> web.Response:
-        return json_response(SPEC)
-
     async def create_event(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         layout = v.obj(body.get("layout"), "layout")
@@ -114,9 +106,7 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
         return json_response(result, status)
 
     return [
-        *health_routes(ready),
-        web.get("/openapi.json", openapi),
-        web.get("/api/instance", instance_info),
+        *service_routes(ready, instance, SPEC),
         web.post("/api/events", create_event),
         web.get("/api/events", list_events),
         web.get("/api/events/{event_id}", get_event),

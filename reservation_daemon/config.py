@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import load, non_negative_int, port, positive_float, positive_int, secret, setting
-
-DEV_LINK_SECRET = b"ticketflow-dev-link-secret-change-me"
+from deploy.runtime.config import (idempotency_hours_setting, instance_setting, link_secret_setting,
+                                   link_window_setting, load, log_level_setting, port, positive_float, positive_int,
+                                   rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, setting)
 
 
 @dataclass(frozen=True)
@@ -24,22 +24,16 @@ class Settings:
     sweep_batch: int = setting("TICKETFLOW_SWEEP_BATCH", 500, positive_int, "holds released per sweep transaction")
     billing_host: str = setting("TICKETFLOW_BILLING_LINK_HOST", "127.0.0.1", str, "billing's stream receiver host")
     billing_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "billing's stream receiver port")
-    link_secret: bytes = setting("TICKETFLOW_LINK_SECRET", DEV_LINK_SECRET, secret,
-                                 "shared secret of the links (at least 16 bytes)")
-    link_window: int = setting("TICKETFLOW_LINK_WINDOW", 256, positive_int, "events in flight before an ack")
+    link_secret: bytes = link_secret_setting()
+    link_window: int = link_window_setting()
     relay_poll: float = setting("TICKETFLOW_RELAY_POLL_SECONDS", 1.0, positive_float,
                                 "outbox poll interval when LISTEN/NOTIFY is quiet")
-    relay_lock_retry: float = setting("TICKETFLOW_RELAY_LOCK_RETRY_SECONDS", 1.0, positive_float,
-                                      "how often a standby replica tries to become the relay")
-    retention_hours: float = setting("TICKETFLOW_OUTBOX_RETENTION_HOURS", 168.0, positive_float,
-                                     "acknowledged outbox rows are kept this long for replays")
-    idempotency_hours: float = setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float,
-                                       "how long an Idempotency-Key is remembered")
-    rate_limit: int = setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
-                              "requests per second per client address (0 = unlimited)")
-    instance: str = setting("TICKETFLOW_INSTANCE", "", str,
-                            "name of this replica in /api/instance and logs (default host:port)")
-    log_level: str = setting("TICKETFLOW_LOG_LEVEL", "info", str, "debug, info, warning or error")
+    relay_lock_retry: float = relay_lock_retry_setting()
+    retention_hours: float = retention_hours_setting()
+    idempotency_hours: float = idempotency_hours_setting()
+    rate_limit: int = rate_limit_setting()
+    instance: str = instance_setting()
+    log_level: str = log_level_setting()
 
 
 def load_settings() -> Settings:

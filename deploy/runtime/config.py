@@ -110,3 +110,61 @@ def secret(raw: str) -> bytes:
     if len(value) < 16:
         raise ValueError("must be at least 16 bytes long")
     return value
+
+
+def log_level(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be debug, info, warning or error")
+    return value
+
+
+# --- settings the daemons share ------------------------------------------------
+# One declaration each, so a variable means the same thing with the same default
+# in every daemon that reads it.
+
+DEV_LINK_SECRET = b"ticketflow-dev-link-secret-change-me"
+
+
+def link_secret_setting() -> Any:
+    return setting("TICKETFLOW_LINK_SECRET", DEV_LINK_SECRET, secret, "shared secret of the links (at least 16 bytes)")
+
+
+def link_window_setting() -> Any:
+    return setting("TICKETFLOW_LINK_WINDOW", 256, positive_int, "events in flight before an ack")
+
+
+def relay_lock_retry_setting() -> Any:
+    return setting("TICKETFLOW_RELAY_LOCK_RETRY_SECONDS", 1.0, positive_float,
+                   "how often a standby replica tries to become the relay")
+
+
+def retention_hours_setting() -> Any:
+    return setting("TICKETFLOW_OUTBOX_RETENTION_HOURS", 168.0, positive_float,
+                   "acknowledged outbox rows are kept this long for replays")
+
+
+def idempotency_hours_setting() -> Any:
+    return setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float, "how long an Idempotency-Key is remembered")
+
+
+def rate_limit_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
+                   "requests per second per client address (0 = unlimited)")
+
+
+def amqp_url_setting() -> Any:
+    return setting("TICKETFLOW_AMQP_URL", "amqp://ticketflow:ticketflow@127.0.0.1:17672/", str, "RabbitMQ URL")
+
+
+def amqp_prefix_setting() -> Any:
+    return setting("TICKETFLOW_AMQP_PREFIX", "ticketflow", str,
+                   "prefix of exchange and queue names (ticketflow.events, ...)")
+
+
+def instance_setting() -> Any:
+    return setting("TICKETFLOW_INSTANCE", "", str, "name of this replica in /api/instance and logs (default host:port)")
+
+
+def log_level_setting() -> Any:
+    return setting("TICKETFLOW_LOG_LEVEL", "info", log_level, "debug, info, warning or error")

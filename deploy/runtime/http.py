@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from importlib.metadata import PackageNotFoundError, version
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +21,11 @@ from aiohttp import web
 log = structlog.get_logger("http")
 
 MAX_BODY = 1 << 20
+
+try:
+    VERSION = version("ticketflow")
+except PackageNotFoundError:  # running from a checkout that was never installed
+    VERSION = "0+unknown"
 
 
 class ApiError(Exception):
@@ -200,8 +207,14 @@ class RateLimiter:
         return await handler(request)
 
 
-def health_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]) -> list[web.RouteDef]:
-    """``GET /health`` (the process is alive) and ``GET /ready`` (it can do its job now)."""
+def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance: str,
+                   spec: dict[str, Any]) -> list[web.RouteDef]:
+    """What every daemon serves besides its own API.
+
+    ``GET /health`` (the process is alive), ``GET /ready`` (it can do its job now),
+    ``GET /api/instance`` (which replica answered: for load-balancer drills) and
+    ``GET /openapi.json`` (``spec``).
+    """
 
     async def health(_: web.Request) -> web.Response:
         return json_response({"status": "ok"})
@@ -212,14 +225,32 @@ def health_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]) -
             return json_response({"status": "ready", "checks": checks})
         return json_response({"status": "unavailable", "checks": checks}, 503, {"Retry-After": "1"})
 
-    return [web.get("/health", health), web.get("/ready", readiness)]
+    async def instance_info(_: web.Request) -> web.Response:
+        return json_response({"instance": instance, "pid": os.getpid(), "version": VERSION})
+
+    async def openapi(_: web.Request) -> web.Response:
+        return json_response(spec)
+
+    return [web.get("/health", health), web.get("/ready", readiness), web.get("/api/instance", instance_info),
+            web.get("/openapi.json", openapi)]
 
 
-def make_app(routes: list[web.RouteDef], rate_limit: int = 0) -> web.Application:
-    """An aiohttp app with the shared error envelope and, if ``rate_limit`` > 0, per-client limiting."""
-    middlewares = [error_middleware]
+def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
+             middlewares: list[Callable[..., Any]] = ()) -> web.Application:
+    """An aiohttp app with the shared error envelope, per-client limiting if ``rate_limit`` > 0,
+    then ``middlewares``."""
+    chain = [error_middleware]
     if rate_limit > 0:
-        middlewares.append(RateLimiter(rate_limit).middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+        chain.append(RateLimiter(rate_limit).middleware)
+    app = web.Application(middlewares=[*chain, *middlewares], client_max_size=MAX_BODY)
     app.add_routes(routes)
     return app
+
+
+async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Listen with ``app``; the runner's cleanup() stops accepting and lets in-flight requests finish."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=10)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("http_listening", host=host, port=port)
+    return runner

@@ -37,3 +37,15 @@ def test_a_bad_value_fails_naming_the_variable(variable, value):
 def test_describe_lists_every_variable_with_its_default():
     assert [row[0] for row in describe(Example)] == [
         "TICKETFLOW_EXAMPLE_PORT", "TICKETFLOW_EXAMPLE_WINDOW", "TICKETFLOW_EXAMPLE_SECRET"]
+
+
+@pytest.mark.parametrize("module", ["reservation_daemon.config", "billing_daemon.config", "bridge_daemon.config",
+                                    "portal_consumer.config"])
+def test_every_daemon_refuses_a_log_level_it_does_not_know(module):
+    import importlib
+
+    settings = importlib.import_module(module).Settings
+    assert load(settings, {"TICKETFLOW_LOG_LEVEL": "WARNING"}).log_level == "warning"
+    with pytest.raises(ConfigError) as err:
+        load(settings, {"TICKETFLOW_LOG_LEVEL": "loud"})
+    assert err.value.variable == "TICKETFLOW_LOG_LEVEL"
