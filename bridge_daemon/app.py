@@ -11,22 +11,15 @@ from aiohttp import web
 from bridge_daemon.config import Settings
 from bridge_daemon.stream import PaymentsToBroker, Publisher
 from deploy.runtime.http import make_app, service_routes, start_http
+from deploy.runtime.openapi import document
 from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 
 log = structlog.get_logger("bridge")
 STREAM = "payments"
 
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "TicketFlow bridge daemon", "version": "0.1.0",
-             "description": "Only probes: the bridge's work is the payments link (TCP) and RabbitMQ."},
-    "paths": {"/health": {"get": {"responses": {"200": {"description": "alive"}}}},
-              "/ready": {"get": {"responses": {"200": {"description": "RabbitMQ reachable"},
-                                               "503": {"description": "RabbitMQ unreachable"}}}},
-              "/api/instance": {"get": {"responses": {"200": {"description": "which replica"}}}},
-              "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}}},
-}
+SPEC = document("TicketFlow bridge daemon",
+                "Only probes: the bridge's work is the payments link (TCP) and RabbitMQ.", {})
 
 
 class BridgeDaemon:

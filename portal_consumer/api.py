@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from deploy.runtime.http import Unprocessable, json_response, service_routes
+from deploy.runtime.openapi import document, error, json_body, ref
 from portal_consumer.store import PortalStore
 
 NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "payload", "created_at"],
@@ -16,27 +17,18 @@ NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "pay
                        "order_id": {"type": ["string", "null"]}, "payload": {"type": "object"},
                        "created_at": {"type": "string", "format": "date-time"},
                        "delivered_at": {"type": ["string", "null"]}}}
-ERROR = {"type": "object", "required": ["error"]}
-SPEC: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {"title": "TicketFlow portal consumer", "version": "0.1.0",
-             "description": "Notifications produced when sales are finalized, failed or refunded."},
-    "paths": {
-        "/health": {"get": {"responses": {"200": {"description": "alive"}}}},
-        "/ready": {"get": {"responses": {"200": {"description": "consuming, database reachable"},
-                                         "503": {"description": "not consuming or database unreachable"}}}},
-        "/openapi.json": {"get": {"responses": {"200": {"description": "this document"}}}},
-        "/api/instance": {"get": {"responses": {"200": {"description": "which replica answered"}}}},
-        "/api/notifications": {"get": {
-            "parameters": [{"name": "user_id", "in": "query", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "newest first", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["notifications"],
-                "properties": {"notifications": {"type": "array", "items": NOTE}}}}}},
-                "422": {"description": "user_id missing", "content": {"application/json": {"schema": ERROR}}},
-                "503": {"description": "database unavailable",
-                        "content": {"application/json": {"schema": ERROR}}}}}},
-    },
-}
+SPEC = document(
+    "TicketFlow portal consumer", "Notifications produced when sales are finalized, failed or refunded.",
+    {"/api/notifications": {"get": {
+        "summary": "A user's notifications, newest first",
+        "parameters": [{"name": "user_id", "in": "query", "required": True, "schema": {"type": "string"}}],
+        "responses": {
+            "200": json_body({"type": "object", "required": ["notifications"],
+                              "properties": {"notifications": {"type": "array", "items": ref("Notification")}}},
+                             "newest first"),
+            "422": error("VALIDATION_FAILED: user_id missing"),
+            "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}}},
+    {"Notification": NOTE})
 
 
 def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:

@@ -180,7 +180,7 @@ class RateLimiter:
     Health and readiness probes are never limited: a load balancer must always see the truth.
     """
 
-    EXEMPT = ("/health", "/ready")
+    EXEMPT = ("/health", "/ready", "/openapi.json")
 
     def __init__(self, rate: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
