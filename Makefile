@@ -35,8 +35,9 @@ test: setup
 stop:
 	@if [ -x $(TICKETFLOW) ]; then $(TICKETFLOW) stop; else echo "nothing to stop (no $(VENV))"; fi
 
+# Servers and daemons up/down and each link's lag.
 status: $(VENV)/.installed
-	$(TICKETFLOW) stack status
+	$(TICKETFLOW) status
 
 env: $(VENV)/.installed
 	@$(TICKETFLOW) stack env
