@@ -12,7 +12,7 @@ import structlog
 import uvloop
 
 from deploy.runtime import logs
-from deploy.runtime.config import ConfigError, load
+from deploy.runtime.config import DEV_LINK_SECRET, ConfigError, load
 
 log = structlog.get_logger("service")
 S = TypeVar("S")
@@ -57,4 +57,7 @@ def main(service: str, settings_cls: type[S], make: Callable[[S], Daemon]) -> No
         print(f"{service}: bad configuration: {exc}", file=sys.stderr)
         sys.exit(2)
     logs.configure(service, getattr(settings, "log_level", "info"))
+    if getattr(settings, "link_secret", None) == DEV_LINK_SECRET:
+        # Fine on a laptop; anywhere else anyone who can reach the link ports could feed the stream.
+        log.warning("development_link_secret", hint="set TICKETFLOW_LINK_SECRET to a shared secret of your own")
     uvloop.run(serve(make(settings)))
