@@ -15,6 +15,7 @@ from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway
 from billing_daemon.store import BillingStore
 from billing_daemon.stream import make_receiver, make_relay
+from deploy.runtime.aio import keep_running
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.mysql import MariaDB
 from deploy.runtime.schema_gate import SchemaGate
@@ -49,13 +50,15 @@ class BillingDaemon:
         app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(self._migrate_then_work()))
+        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
+        self._tasks += [asyncio.create_task(keep_running("relay", self.relay.run)),
+                        asyncio.create_task(keep_running("pruner", self._prune))]
         # The inbox opens only once the schema exists, so a welcome position is always real.
-        await self.receiver.start()
-        self._tasks += [asyncio.create_task(self.relay.run()), asyncio.create_task(self._prune())]
+        # Replicas on one host share its port (SO_REUSEPORT): a sender lands on whichever is alive.
+        await keep_running("link_receiver", self.receiver.start)
 
     async def _prune(self) -> None:
         while True:

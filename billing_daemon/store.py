@@ -38,6 +38,10 @@ SOURCE = "ticketflow/billing"
 PAYABLE = ("pending", "failed")
 
 
+class StreamGap(Exception):
+    """A batch does not start right after the stream's applied position; nothing was applied."""
+
+
 class BillingError(Exception):
     """A refusal with an HTTP status and a stable code (mapped to the error envelope by the API)."""
 
@@ -105,14 +109,28 @@ class BillingStore:
         """Apply a batch and record the stream position in ONE transaction.
 
         Idempotent by event id: ids already in ``inbox_events`` are skipped, so a
-        re-sent event changes nothing.
+        re-sent event changes nothing. The stream's position row is locked first,
+        so two replicas receiving the stream at once (a relay failing over while
+        its old connection lingers) apply one after the other, and the position
+        only ever moves forward.
         """
         async def apply(conn: aiomysql.Connection) -> None:
-            ids = [e.id for e in events]
+            await execute(conn, "INSERT INTO stream_positions (stream, position) VALUES (%s, 0)"
+                                " ON DUPLICATE KEY UPDATE position = position", (stream,))
+            position = await fetchval(conn, "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE",
+                                      (stream,))
+            batch = [e for e in events if e.seq > position]
+            if not batch:
+                return
+            if batch[0].seq != position + 1:
+                # Only if the position was moved back under a live connection (a replay):
+                # refuse, and the reconnect's welcome starts the sender at the right place.
+                raise StreamGap(f"{stream}: applied up to {position}, batch starts at {batch[0].seq}")
+            ids = [e.id for e in batch]
             marks = ",".join(["%s"] * len(ids))
             known = {r["event_id"] for r in await fetchall(
                 conn, f"SELECT event_id FROM inbox_events WHERE event_id IN ({marks})", ids)}
-            fresh = [e for e in events if e.id not in known]
+            fresh = [e for e in batch if e.id not in known]
             outcomes: dict[str, str] = {}
             created = [e for e in fresh if e.type == "reservation.created"]
             await executemany(conn, """
@@ -138,8 +156,8 @@ class BillingStore:
             await executemany(conn, "INSERT INTO inbox_events (event_id, stream, seq, type, outcome, received_at)"
                                     " VALUES (%s, %s, %s, %s, %s, NOW(6))",
                               [(e.id, stream, e.seq, e.type, outcomes[e.id]) for e in fresh])
-            await execute(conn, "INSERT INTO stream_positions (stream, position) VALUES (%s, %s)"
-                                " ON DUPLICATE KEY UPDATE position = VALUES(position)", (stream, events[-1].seq))
+            await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s",
+                          (batch[-1].seq, stream))
 
         await self.db.transaction(apply, idempotent=False)
 

@@ -45,9 +45,12 @@ class ReservationInbox:
 
 
 def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receiver:
+    # reuse_port: replicas on one host share the port and the kernel hands each new
+    # connection to a live one; applying is safe from several replicas at once
+    # (BillingStore.apply_reservation_events serialises on the stream's position row).
     return Receiver({IN_STREAM: ReservationInbox(store)},
                     LinkSettings(secret=settings.link_secret, node=node),
-                    host=settings.link_host, port=settings.link_port)
+                    host=settings.link_host, port=settings.link_port, reuse_port=True)
 
 
 class MariaDbNamedLock:

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from deploy.runtime.aio import keep_running
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
@@ -49,11 +50,12 @@ class PortalConsumer:
         await self.peers.start()
         app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(self._migrate_then_work()))
+        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
-        self._tasks += [asyncio.create_task(self.consumer.run()), asyncio.create_task(self.dispatcher.run())]
+        self._tasks += [asyncio.create_task(keep_running("consumer", self.consumer.run)),
+                        asyncio.create_task(keep_running("dispatcher", self.dispatcher.run))]
 
     async def stop(self) -> None:
         await self.consumer.stop()  # unacked messages return to the queue

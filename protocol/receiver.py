@@ -45,8 +45,10 @@ class Receiver:
         host: str = "127.0.0.1",
         port: int = 0,
         max_batch: int = DEFAULT_MAX_BATCH,
+        reuse_port: bool = False,
     ) -> None:
         self.handlers = handlers
+        self.reuse_port = reuse_port
         self.settings = settings
         self.host = host
         self.port = port
@@ -58,7 +60,7 @@ class Receiver:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, ssl=self.settings.ssl, limit=1 << 20
+            self._serve, self.host, self.port, ssl=self.settings.ssl, limit=1 << 20, reuse_port=self.reuse_port
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("receiver_listening", port=self.port, streams=sorted(self.handlers))

@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from deploy.runtime.aio import keep_running
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
@@ -45,14 +46,14 @@ class ReservationDaemon:
         app = make_app(api.routes(self.settings, self.store, self.ready, self.instance), self.settings.rate_limit,
                        [self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(self._migrate_then_work()))
+        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
         self._tasks += [
-            asyncio.create_task(jobs.sweep_expired_holds(self.settings, self.store)),
-            asyncio.create_task(jobs.prune_old_rows(self.settings, self.store)),
-            asyncio.create_task(self.relay.run()),
+            asyncio.create_task(keep_running("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))),
+            asyncio.create_task(keep_running("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))),
+            asyncio.create_task(keep_running("relay", self.relay.run)),
         ]
 
     async def stop(self) -> None:

@@ -9,10 +9,15 @@ owner believes stopped; so waits in daemon code use ``asyncio.timeout``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import structlog
+
+from deploy.runtime.backoff import Backoff
+
 T = TypeVar("T")
+log = structlog.get_logger("aio")
 
 
 async def wait_event(event: asyncio.Event, timeout: float) -> bool:
@@ -29,3 +34,25 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:
     """``awaitable`` or ``TimeoutError`` after ``timeout`` seconds."""
     async with asyncio.timeout(timeout):
         return await awaitable
+
+
+async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """Run ``run()`` for the life of the daemon, restarting it if it ever raises.
+
+    A daemon's loops (relay, sweeper, consumer, ...) handle the failures they
+    expect themselves; an exception reaching here is one they did not expect.
+    Left alone it would end the task silently and leave a daemon that answers
+    /health but no longer does its job, so it is logged with its traceback and
+    the loop is started again after a backoff.
+    """
+    backoff = Backoff(base=0.5, cap=30.0)
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            delay = backoff.next_delay()
+            log.error("task_crashed", task=name, restart_in=round(delay, 2), exc_info=True)
+            await asyncio.sleep(delay)

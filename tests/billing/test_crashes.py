@@ -102,7 +102,7 @@ async def test_mariadb_restart_under_load_gives_no_500_and_loses_nothing(pipelin
     await wait_until(all_on_bridge, 30, "every payment.succeeded reaching the bridge stream")
 
 
-async def test_two_billing_replicas_behave_as_one_and_share_one_relay(pipeline):
+async def test_two_billing_replicas_behave_as_one_and_a_standby_takes_over_the_relay(pipeline):
     reservation = await pipeline.reservation()
     a, b = await pipeline.billing(), await pipeline.billing()
     pipeline.start_bridge_stand_in()
@@ -113,13 +113,30 @@ async def test_two_billing_replicas_behave_as_one_and_share_one_relay(pipeline):
     assert (await b.api.get(f"/api/orders/{held['id']}")).body == paid.body
     replay = await b.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
     assert replay.body == paid.body, "an Idempotency-Key is honoured across replicas"
-    relays = sorted([(await s.api.get("/ready")).body["checks"]["relay"] for s in (a, b)])
-    assert relays == ["active", "standby"]
+    relays = [(await s.api.get("/ready")).body["checks"]["relay"] for s in (a, b)]
+    assert sorted(relays) == ["active", "standby"]
 
-    async def delivered() -> bool:
-        return len(await pipeline.bridge_events()) == 1
+    def delivered(n: int):
+        async def check() -> bool:
+            return len(await pipeline.bridge_events()) == n
+        return check
 
-    await wait_until(delivered, 10, "payment.succeeded delivered by whichever replica is the relay")
+    await wait_until(delivered(1), 10, "payment.succeeded delivered by whichever replica is the relay")
+
+    # The relay's holder dies (SIGKILL: its MariaDB session, and with it GET_LOCK, ends with
+    # the process); the standby takes the lock and the next payment still leaves.
+    holder, survivor = (a, b) if relays[0] == "active" else (b, a)
+    holder.process.kill()
+    second = await hold_one(reservation, "y")
+    await wait_until(lambda: order_appears(survivor, second["id"]), 10, "the second order reaching the survivor")
+    assert (await survivor.api.post(f"/api/orders/{second['id']}/pay", headers={"Idempotency-Key": "k2"})).status == 200
+
+    async def survivor_is_relay() -> bool:
+        return (await survivor.api.get("/ready")).body["checks"]["relay"] == "active"
+
+    await wait_until(survivor_is_relay, 15, "the standby replica taking over the relay")
+    await wait_until(delivered(2), 15, "the second payment delivered by the new relay")
+    assert [e["seq"] for e in await pipeline.bridge_events()] == [1, 2]
 
 
 async def test_events_for_unknown_orders_are_recorded_not_crashed_on(pipeline):
@@ -154,3 +171,33 @@ async def test_a_host_list_dsn_moves_past_a_dead_host(pipeline):
     billing = await pipeline.billing(TICKETFLOW_MARIADB_DSN=dsn)
     created = await billing.api.post("/api/users", {"email": "multi@example.com", "name": "M"})
     assert created.status == 201
+
+
+async def test_two_receivers_applying_one_stream_at_once_apply_each_event_once(pipeline):
+    """A relay failing over can leave its old connection applying beside the new one."""
+    from billing_daemon.store import BillingStore
+    from deploy.runtime.mysql import MariaDB
+
+    def created(seq: int) -> Event:
+        return Event(seq, f"evt-{seq}", "reservation.created", "tests", "2026-11-24T00:00:00Z", {
+            "id": str(uuid.UUID(int=seq)), "user_id": "u", "event_id": str(uuid.UUID(int=0)), "amount_minor": 100,
+            "currency": "EUR", "seats": [], "expires_at": "2027-01-01T00:00:00Z"})
+
+    stream = [created(seq) for seq in range(1, 301)]
+    stores = [BillingStore(MariaDB(pipeline.maria_dsn, max_size=4)) for _ in range(2)]
+    try:
+        await stores[0].migrate()
+
+        async def connection(store: BillingStore, size: int) -> None:
+            # Each connection sends the whole stream from the start, in order, in its own batch size.
+            for i in range(0, len(stream), size):
+                await store.apply_reservation_events("reservations", stream[i:i + size])
+
+        await asyncio.gather(connection(stores[0], 7), connection(stores[1], 11))
+        assert await stores[1].stream_position("reservations") == 300
+    finally:
+        for store in stores:
+            await store.db.close()
+    rows = await pipeline.maria("SELECT count(*) AS n, count(DISTINCT id) AS d FROM orders")
+    assert rows == [{"n": 300, "d": 300}]
+    assert (await pipeline.maria("SELECT count(*) AS n FROM inbox_events"))[0]["n"] == 300
