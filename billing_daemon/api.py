@@ -34,7 +34,8 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         if not EMAIL.match(email):
             raise v.invalid("email", "must be an email address")
         try:
-            return json_response(await store.create_user(email, v.text(body, "name")), 201)
+            status, answer = await store.create_user(email, v.text(body, "name"), idempotency(request, body))
+            return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None
 

@@ -13,11 +13,15 @@ UNAVAILABLE = error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry 
 PATHS: dict[str, Any] = {
     "/api/users": {"post": {
         "summary": "Create a user (email unique)",
+        "parameters": [{**KEY, "required": False,
+                        "description": "A retry with the same key returns the first response (never EMAIL_TAKEN "
+                                       "for the user it created)."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["email", "name"],
             "properties": {"email": {"type": "string"}, "name": {"type": "string"}}}}}},
         "responses": {"201": json_body(ref("User"), "the user"), "400": error("MALFORMED_JSON"),
-                      "409": error("EMAIL_TAKEN"), "422": error("VALIDATION_FAILED"),
+                      "409": error("EMAIL_TAKEN or REQUEST_IN_PROGRESS"),
+                      "422": error("VALIDATION_FAILED or IDEMPOTENCY_KEY_REUSED"),
                       "503": UNAVAILABLE}}},
     "/api/users/{user_id}": {"get": {"parameters": [path_uuid("user_id")], "responses": {
         "200": json_body(ref("User"), "the user"), "404": error("USER_NOT_FOUND"),

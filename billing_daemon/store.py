@@ -163,18 +163,47 @@ class BillingStore:
 
     # --- users --------------------------------------------------------------------
 
-    async def create_user(self, email: str, name: str) -> dict[str, Any]:
+    async def create_user(self, email: str, name: str, key: tuple[str, str, str] | None = None,
+                          ) -> tuple[int, dict[str, Any]]:
+        """(201, user), or with ``key`` used before, the first answer given under it."""
         user_id = str(uuid7())
 
-        async def create(conn: aiomysql.Connection) -> dict[str, Any]:
+        async def create(conn: aiomysql.Connection) -> tuple[int, dict[str, Any]]:
+            if key is not None:
+                prior = await self._claim_key(conn, key)
+                if prior is not None:
+                    if not prior["status"]:  # cannot outlive its one transaction; never answer it half-done
+                        raise BillingError(409, "REQUEST_IN_PROGRESS", "a request with this Idempotency-Key is running")
+                    return prior["status"], json.loads(prior["body"])
             try:
                 await execute(conn, "INSERT INTO users (id, email, name, created_at) VALUES (%s, %s, %s, NOW(6))",
                               (user_id, email, name))
             except pymysql.err.IntegrityError:
                 raise BillingError(409, "EMAIL_TAKEN", "a user with this email exists") from None
-            return await self._user(conn, user_id)
+            user = await self._user(conn, user_id)
+            if key is not None:
+                await self._answer(conn, key, 201, user)
+            return 201, user
 
-        return await self.db.transaction(create, idempotent=False)
+        # With a key a retry after a lost connection is safe: it finds the first answer.
+        return await self.db.transaction(create, idempotent=key is not None)
+
+    async def _claim_key(self, conn: aiomysql.Connection, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        """Claim an Idempotency-Key in the caller's transaction: None if it is ours now, else its row.
+
+        A concurrent claim of the same key waits on the row lock until the first
+        transaction ends, then finds its row (or, if it rolled back, claims it).
+        """
+        scope, idem_key, request_hash = key
+        claimed = await execute(conn, "INSERT IGNORE INTO idempotency_keys (scope, idem_key, request_hash, status,"
+                                      " created_at) VALUES (%s, %s, %s, 0, NOW(6))", (scope, idem_key, request_hash))
+        if claimed:
+            return None
+        prior = await fetchone(conn, "SELECT request_hash, status, body, attempt_id FROM idempotency_keys"
+                                     " WHERE scope = %s AND idem_key = %s FOR UPDATE", (scope, idem_key))
+        if prior["request_hash"] != request_hash:
+            raise BillingError(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a different request")
+        return prior
 
     async def _user(self, conn: aiomysql.Connection, user_id: str) -> dict[str, Any] | None:
         row = await fetchone(conn, "SELECT id, email, name, created_at FROM users WHERE id = %s", (user_id,))
@@ -226,18 +255,11 @@ class BillingStore:
         An attempt left ``charging`` for ``resume_after`` seconds belongs to a request that
         crashed; a retry resumes it (the gateway answers the same for the same attempt).
         """
-        scope, idem_key, request_hash = key
+        scope, idem_key, _ = key
 
         async def begin(conn: aiomysql.Connection):
-            claimed = await execute(conn, "INSERT IGNORE INTO idempotency_keys (scope, idem_key, request_hash,"
-                                          " status, created_at) VALUES (%s, %s, %s, 0, NOW(6))",
-                                    (scope, idem_key, request_hash))
-            if not claimed:
-                prior = await fetchone(conn, "SELECT request_hash, status, body, attempt_id FROM idempotency_keys"
-                                             " WHERE scope = %s AND idem_key = %s FOR UPDATE", (scope, idem_key))
-                if prior["request_hash"] != request_hash:
-                    raise BillingError(422, "IDEMPOTENCY_KEY_REUSED",
-                                       "this Idempotency-Key was used for a different request")
+            prior = await self._claim_key(conn, key)
+            if prior is not None:
                 if prior["status"]:
                     return None, (prior["status"], json.loads(prior["body"]))
                 attempt = prior["attempt_id"] and await self._attempt(conn, prior["attempt_id"])

@@ -163,6 +163,22 @@ async def test_users_are_validated_and_emails_unique(pipeline):
     assert no_order.status == 404 and no_order.body["error"]["code"] == "ORDER_NOT_FOUND"
 
 
+async def test_a_user_created_with_an_idempotency_key_is_created_once(pipeline):
+    billing = await pipeline.billing()
+    body = {"email": "ann@example.com", "name": "Ann"}
+    # Concurrent retries of one request (the first response was lost, say): one user, one answer.
+    replies = await asyncio.gather(*(billing.api.post("/api/users", body, headers={"Idempotency-Key": "signup-1"})
+                                     for _ in range(10)))
+    assert {r.status for r in replies} == {201}, [r.body for r in replies]
+    assert len({r.body["id"] for r in replies}) == 1
+    assert (await pipeline.maria("SELECT count(*) AS n FROM users"))[0]["n"] == 1
+    other = await billing.api.post("/api/users", {**body, "name": "Not Ann"}, headers={"Idempotency-Key": "signup-1"})
+    assert other.status == 422 and other.body["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    # Without a key a repeat is a new request, and the email is taken.
+    again = await billing.api.post("/api/users", body)
+    assert again.status == 409 and again.body["error"]["code"] == "EMAIL_TAKEN"
+
+
 async def test_every_billing_route_is_in_the_openapi_document(pipeline):
     from billing_daemon.api import routes
     from billing_daemon.config import Settings
