@@ -124,7 +124,7 @@ def demo(urls: dict[str, str]) -> str:
     return f"""
 TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
   reservation {r}   billing {b}   bridge {urls['bridge']}   portal {p}
-  (each serves /health and /ready; reservation, billing and portal also /openapi.json)
+  (each serves /health, /ready, /api/instance and /openapi.json)
   logs: .stack/logs/      stop: Ctrl-C here, or `make stop` from anywhere
 
 Paste this into a shell (bash). Each step prints what it got:
