@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from deploy.runtime.http import Unprocessable, json_response, service_routes

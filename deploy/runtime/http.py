@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -236,7 +236,7 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
 
 
 def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
-             middlewares: list[Callable[..., Any]] = ()) -> web.Application:
+             middlewares: Sequence[Callable[..., Any]] = ()) -> web.Application:
     """An aiohttp app with the shared error envelope, per-client limiting if ``rate_limit`` > 0,
     then ``middlewares``."""
     chain = [error_middleware]

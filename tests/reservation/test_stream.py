@@ -1,7 +1,6 @@
 """The outbox stream to billing, with real processes killed (SIGKILL) mid-stream."""
 
 import asyncio
-import uuid
 
 import asyncpg
 
