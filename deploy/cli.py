@@ -131,7 +131,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketflow",
-        description="Operate TicketFlow: its local service stack (and, as they land, daemons, drills, benchmarks).",
+        description="Operate TicketFlow: its local service stack, the daemons, their status and benchmarks. Start with `make run`; `ticketflow COMMAND --help` for each command.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

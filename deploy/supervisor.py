@@ -131,8 +131,8 @@ Paste this into a shell (bash). Each step prints what it got:
 
 tf() {{ curl -s -w '\\n' -H 'Content-Type: application/json' "$@"; }}
 field() {{ python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }}
-# 1. a buyer
-USER_ID=$(tf -X POST {b}/api/users -d '{{"email":"alice-{t}@example.com","name":"Alice"}}' | field '["id"]'); echo "user $USER_ID"
+# 1. a buyer (safe to paste twice: the same Idempotency-Key returns the same user)
+USER_ID=$(tf -X POST {b}/api/users -H 'Idempotency-Key: signup-{t}' -d '{{"email":"alice-{t}@example.com","name":"Alice"}}' | field '["id"]'); echo "user $USER_ID"
 # 2. hold seat {seat['label']} for her (retrying with the same Idempotency-Key never holds twice)
 RES_ID=$(tf -X POST {r}/api/reserve -H 'Idempotency-Key: hold-{t}' -d '{{"seat_id":"{seat['id']}","user_id":"'$USER_ID'"}}' | field '["id"]'); echo "reservation $RES_ID"
 # 3. someone else wants the same seat: 409 SEAT_UNAVAILABLE
