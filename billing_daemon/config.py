@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (fraction, idempotency_hours_setting, instance_setting, link_secret_setting,
-                                   link_window_setting, load, log_level_setting, non_negative_int, port,
-                                   positive_float, positive_int, rate_limit_setting, relay_lock_retry_setting,
-                                   retention_hours_setting, setting)
+from deploy.runtime.config import (fraction, host_list, idempotency_hours_setting, instance_setting,
+                                   link_secret_setting, link_window_setting, load, log_level_setting,
+                                   non_negative_int, port, positive_float, positive_int, rate_limit_setting,
+                                   relay_lock_retry_setting, retention_hours_setting, setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -24,7 +24,9 @@ class Settings:
     link_host: str = setting("TICKETFLOW_BILLING_LINK_LISTEN_HOST", "127.0.0.1", str,
                              "where the reservation stream is received")
     link_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "port of the reservation stream receiver")
-    bridge_host: str = setting("TICKETFLOW_BRIDGE_LINK_HOST", "127.0.0.1", str, "the bridge's stream receiver host")
+    bridge_host: str = setting("TICKETFLOW_BRIDGE_LINK_HOST", "127.0.0.1", host_list,
+                               "the bridge's stream receiver; several as host1[:port],host2[:port],... are tried "
+                               "in turn")
     bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
     link_secret: bytes = link_secret_setting()
     link_window: int = link_window_setting()

@@ -20,6 +20,7 @@ import aiomysql
 
 from billing_daemon.config import Settings
 from billing_daemon.store import OUT_STREAM, BillingStore
+from deploy.runtime.config import link_targets
 from deploy.runtime.mysql import MariaDsn, fetchval
 from deploy.runtime.relay import OutboxRelay
 from protocol.link import LinkSettings
@@ -85,11 +86,14 @@ class MariaDbNamedLock:
 
 
 def make_relay(settings: Settings, store: BillingStore, node: str) -> OutboxRelay:
+    first, *alternates = link_targets(settings.bridge_host, settings.bridge_port)
+
     def make_sender() -> Sender:
         return Sender(
-            settings.bridge_host, settings.bridge_port, OUT_STREAM, store.read_outbox,
+            *first, OUT_STREAM, store.read_outbox,
             LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
             head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
+            alternates=alternates,
         )
 
     relay = OutboxRelay(OUT_STREAM, lambda: MariaDbNamedLock(settings.mariadb_dsn), make_sender,

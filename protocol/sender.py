@@ -40,8 +40,13 @@ class Sender:
         on_ack: Callable[[int], Awaitable[None]] | None = None,
         poll_interval: float = 1.0,
         backoff: Backoff | None = None,
+        alternates: Sequence[tuple[str, int]] = (),
     ) -> None:
-        self.host, self.port, self.stream = host, port, stream
+        # Replicas of the receiver sharing one store (and so one position): after a
+        # failed or broken connection the next attempt goes to the next of them.
+        self.targets = [(host, port), *alternates]
+        self._target = 0
+        self.stream = stream
         self.settings = settings
         self._read = read
         self._head = head
@@ -56,6 +61,14 @@ class Sender:
         self.connected = False
         self.failures = 0  # consecutive failed connection attempts
         self.last_error: str | None = None  # code or exception name of the last broken connection
+
+    @property
+    def host(self) -> str:
+        return self.targets[self._target][0]
+
+    @property
+    def port(self) -> int:
+        return self.targets[self._target][1]
 
     def notify(self) -> None:
         """New events may exist: stop waiting for the poll interval."""
@@ -92,6 +105,7 @@ class Sender:
                 self._connection = None
             if self._stopping.is_set():
                 break
+            self._target = (self._target + 1) % len(self.targets)
             delay = self.backoff.next_delay()
             await wait_event(self._stopping, delay)
 

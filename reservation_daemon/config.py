@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (idempotency_hours_setting, instance_setting, link_secret_setting,
+from deploy.runtime.config import (host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
                                    link_window_setting, load, log_level_setting, port, positive_float, positive_int,
                                    rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, setting)
 
@@ -22,7 +22,9 @@ class Settings:
     sweep_interval: float = setting("TICKETFLOW_SWEEP_INTERVAL_SECONDS", 1.0, positive_float,
                                     "how often expired holds are released")
     sweep_batch: int = setting("TICKETFLOW_SWEEP_BATCH", 500, positive_int, "holds released per sweep transaction")
-    billing_host: str = setting("TICKETFLOW_BILLING_LINK_HOST", "127.0.0.1", str, "billing's stream receiver host")
+    billing_host: str = setting("TICKETFLOW_BILLING_LINK_HOST", "127.0.0.1", host_list,
+                                "billing's stream receiver; several replicas as host1[:port],host2[:port],... "
+                                "are tried in turn")
     billing_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "billing's stream receiver port")
     link_secret: bytes = link_secret_setting()
     link_window: int = link_window_setting()

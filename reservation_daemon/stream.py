@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import asyncpg
 
+from deploy.runtime.config import link_targets
 from deploy.runtime.relay import OutboxRelay
 from protocol.link import LinkSettings
 from protocol.sender import Sender
@@ -44,11 +45,14 @@ class PgAdvisoryLock:
 
 
 def make_relay(settings: Settings, store: ReservationStore, node: str) -> OutboxRelay:
+    first, *alternates = link_targets(settings.billing_host, settings.billing_port)
+
     def make_sender() -> Sender:
         return Sender(
-            settings.billing_host, settings.billing_port, STREAM, store.read_outbox,
+            *first, STREAM, store.read_outbox,
             LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
             head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
+            alternates=alternates,
         )
 
     return OutboxRelay(STREAM, lambda: PgAdvisoryLock(settings.pg_dsn), make_sender,

@@ -119,6 +119,23 @@ def log_level(raw: str) -> str:
     return value
 
 
+def host_list(raw: str) -> str:
+    """``host`` or ``host1[:port],host2[:port],...`` (validated here, split by :func:`link_targets`)."""
+    link_targets(raw, 1)
+    return raw.strip()
+
+
+def link_targets(hosts: str, default_port: int) -> list[tuple[str, int]]:
+    """``"a,b:7101"`` -> ``[("a", default_port), ("b", 7101)]``: the receivers a link tries in turn."""
+    targets = []
+    for item in hosts.split(","):
+        host, _, port_text = item.strip().partition(":")
+        if not host:
+            raise ValueError("must be host or host1[:port],host2[:port],... with no empty entries")
+        targets.append((host, port(port_text) if port_text else default_port))
+    return targets
+
+
 # --- settings the daemons share ------------------------------------------------
 # One declaration each, so a variable means the same thing with the same default
 # in every daemon that reads it.

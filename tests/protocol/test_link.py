@@ -223,3 +223,30 @@ async def test_a_newer_connection_for_a_stream_replaces_the_older():
     await wait_until(lambda: store.committed_position == 300, 5, "the rest delivered")
     assert store.applied == list(range(1, 301))
     await stop_all(first, t1, second, t2, receiver)
+
+
+async def test_a_sender_with_alternates_moves_to_a_live_replica_and_resumes_from_the_shared_store():
+    # Two receiver replicas over one store, as two billing replicas share one database.
+    store = MemoryStore()
+    first, second = await start_receiver({"orders": store}), await start_receiver({"orders": store})
+    source = ListSource(make_events(1000))
+    dead_port = first.port
+    sender = Sender("127.0.0.1", first.port, "orders", source.read, settings(node="sender", window=16),
+                    head=source.head, alternates=[("127.0.0.1", second.port)])
+    task = asyncio.create_task(sender.run())
+    await wait_until(lambda: store.committed_position >= 200, 10, "the first replica applying some events")
+    await first.stop()  # the replica the sender is connected to goes away mid-stream
+    await wait_until(lambda: sender.acked == 1000, 15, "the rest delivered through the second replica")
+    assert store.applied == list(range(1, 1001)) and store.duplicates == []
+    assert sender.port == second.port != dead_port
+    await stop_all(sender, task, second)
+
+
+def test_link_targets_parse_a_host_list_with_default_ports():
+    from deploy.runtime.config import host_list, link_targets
+
+    assert link_targets("127.0.0.1", 7001) == [("127.0.0.1", 7001)]
+    assert link_targets("a, b:7101", 7001) == [("a", 7001), ("b", 7101)]
+    for bad in ("a,,b", "a:0", "a:http", ""):
+        with pytest.raises(ValueError):
+            host_list(bad)
