@@ -172,7 +172,8 @@ class Dispatcher:
                         await self.sink.send(note)
                         await self.store.delivered(note["id"])
                     except Exception as exc:
-                        retry_in = min(300.0, 2.0 ** min(note["attempts"], 8))
+                        # Exponential with full jitter, so a recovering webhook is not hit in lock-step.
+                        retry_in = Backoff(base=1.0, cap=300.0, attempt=note["attempts"]).next_delay()
                         log.warning("notification_delivery_failed", notification_id=str(note["id"]),
                                     retry_in=retry_in, reason=repr(exc))
                         await self.store.delivery_failed(note["id"], retry_in)

@@ -8,6 +8,7 @@ import aio_pika
 
 from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
+from tests.support.stack import free_port
 
 
 async def buy(full, user_id: str, seats: int = 1) -> tuple[dict, dict]:
@@ -118,3 +119,37 @@ async def test_a_poison_message_is_dead_lettered_and_does_not_block_the_queue(fu
     assert {d[0] for d in dead} == {"poison-1", "poison-2"}
     assert all(reason for _, reason in dead)
     assert await full.queue_depth(full.names.portal_queue) == 0
+
+
+async def test_notifications_reach_a_webhook_that_fails_at_first(full):
+    from aiohttp import web
+
+    received: list[dict] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        # The first two deliveries fail, as a webhook that is restarting would.
+        return web.Response(status=503 if len(received) <= 2 else 204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await full.start_all(TICKETFLOW_NOTIFY_WEBHOOK=f"http://127.0.0.1:{port}/hook")
+        user = (await full["billing"].api.post("/api/users", {"email": "hook@example.com", "name": "H"})).body
+        held, _ = await buy(full, user["id"])
+
+        async def delivered() -> bool:
+            notes = await notifications(full, user["id"])
+            return bool(notes) and notes[0]["delivered_at"] is not None
+
+        await wait_until(delivered, 20, "the notification delivered after the webhook recovered")
+    finally:
+        await runner.cleanup()
+    note = (await notifications(full, user["id"]))[0]
+    assert len(received) == 3, "two failed deliveries, then one that was taken"
+    assert {r["id"] for r in received} == {note["id"]}, "every retry carries the same id to deduplicate on"
+    assert received[-1]["kind"] == "purchase_confirmed" and received[-1]["order_id"] == held["id"]
