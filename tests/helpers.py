@@ -129,3 +129,50 @@ class ChaosProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
         client_w.transport.abort()
         up_w.transport.abort()
+
+
+class TcpGate:
+    """A TCP pass-through to a server that a test can shut (every connection cut, new ones refused) and reopen.
+
+    Stands for "the broker went away" without stopping the one RabbitMQ the suite shares.
+    """
+
+    def __init__(self, upstream_port: int, port: int) -> None:
+        self.upstream_port, self.port = upstream_port, port
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def open(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def shut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers |= {client_w, up_w}
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.ensure_future(pipe(client_r, up_w)), asyncio.ensure_future(pipe(up_r, client_w))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for writer in (client_w, up_w):
+                writer.transport.abort()
+                self._writers.discard(writer)
