@@ -15,6 +15,7 @@ from deploy.runtime.http import ApiError, NotFound, idempotency, json_response, 
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the mail server's call.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+TICKET_CODE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def _path_id(request: web.Request, name: str, code: str, what: str) -> str:
@@ -89,6 +90,9 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
     async def check_in(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         code = v.text(body, "code", min_len=10, max_len=100)
+        if not TICKET_CODE.match(code):
+            # Codes are URL-safe base64; anything else (a misread scan) is no ticket of ours.
+            raise NotFound("no valid ticket has this code", code="TICKET_NOT_FOUND")
         try:
             return json_response(await store.check_in(code))
         except BillingError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from deploy.runtime import validation as v
 from deploy.runtime.http import Unprocessable, json_response, service_routes
 from deploy.runtime.openapi import document, error, json_body, ref
 from portal_consumer.store import PortalStore
@@ -24,7 +25,7 @@ SPEC = document(
             "200": json_body({"type": "object", "required": ["notifications"],
                               "properties": {"notifications": {"type": "array", "items": ref("Notification")}}},
                              "newest first"),
-            "422": error("VALIDATION_FAILED: user_id missing"),
+            "422": error("VALIDATION_FAILED: user_id missing, or not text a database can store"),
             "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}}},
     {"Notification": NOTE})
 
@@ -34,6 +35,6 @@ def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:
         user_id = request.query.get("user_id")
         if not user_id:
             raise Unprocessable("user_id is required", details={"field": "user_id"})
-        return json_response({"notifications": await store.notifications(user_id)})
+        return json_response({"notifications": await store.notifications(v.storable(user_id, "user_id"))})
 
     return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications)]

@@ -29,9 +29,25 @@ def text(body: dict[str, Any], field: str, *, min_len: int = 1, max_len: int = 2
         return default
     if not isinstance(value, str):
         raise invalid(field, "must be a string")
-    value = value.strip()
+    value = storable(value.strip(), field)
     if not min_len <= len(value) <= max_len:
         raise invalid(field, f"must be {min_len} to {max_len} characters")
+    return value
+
+
+def storable(value: str, field: str) -> str:
+    """``value`` if both databases can store it as text, else a 422 naming ``field``.
+
+    JSON can carry NUL (``\\u0000``) and lone surrogates (``\\ud800``); PostgreSQL
+    text refuses the first and UTF-8 cannot encode the second, so either would
+    otherwise surface as a 500 from deep inside the store.
+    """
+    if "\x00" in value:
+        raise invalid(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid(field, "must be valid Unicode text (no lone surrogates)") from None
     return value
 
 

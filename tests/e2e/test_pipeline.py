@@ -46,6 +46,9 @@ async def test_happy_path_user_reserve_pay_sold_notified_checked_in(full):
     code = order["tickets"][0]["code"]
     assert (await billing.api.post("/api/checkin", {"code": code})).status == 200
     assert (await billing.api.post("/api/checkin", {"code": code})).status == 409
+    # Input PostgreSQL cannot store is refused up front, not a 500 from the store.
+    odd = await full["portal"].api.get("/api/notifications?user_id=%00")
+    assert odd.status == 422 and odd.body["error"]["code"] == "VALIDATION_FAILED"
 
 
 async def _count(coro, n: int) -> bool:

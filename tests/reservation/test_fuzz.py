@@ -1,0 +1,58 @@
+"""Property-based: whatever body a client sends, the reservation daemon answers with the error
+envelope and a 4xx, or does the thing; never a 500, never a response outside its OpenAPI document.
+
+Runs against the real daemon and PostgreSQL (ApiClient checks every reply against the spec).
+"""
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.reservation.conftest import create_event, seats_of
+
+# JSON values of any shape, with the keys the API reads turning up often enough to get past the first check.
+KEYS = st.sampled_from(["seat_id", "seat_ids", "user_id", "event_id", "name", "venue", "starts_at", "layout",
+                        "sections", "rows", "seats_per_row", "price_minor", "currency", "description", "x"])
+SCALARS = (st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
+           | st.text(max_size=30) | st.sampled_from(["", "EUR", "eur", "2027-01-01T20:00:00Z",
+                                                     "00000000-0000-0000-0000-000000000000"]))
+JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+                    max_leaves=12)
+PATHS = st.sampled_from(["/api/reserve", "/api/reservations", "/api/events"])
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(path=PATHS, body=JSON)
+async def test_any_json_body_gets_an_answer_in_the_contract(reservation, path, body):
+    reply = await reservation.api.post(path, body)
+    assert reply.status in (201, 400, 404, 409, 422), (path, body, reply.body)
+
+
+@FUZZ
+@given(path=PATHS, raw=st.binary(max_size=200))
+async def test_any_bytes_get_an_answer_in_the_contract(reservation, path, raw):
+    reply = await reservation.api.request("POST", path, data=raw, headers={"Content-Type": "application/json"})
+    assert reply.status in (201, 400, 404, 409, 422), (path, raw, reply.body)
+    try:
+        json.loads(raw)
+    except ValueError:
+        assert reply.body["error"]["code"] == "MALFORMED_JSON"
+
+
+@FUZZ
+@given(user=st.text(max_size=300), seats=st.lists(st.integers(0, 12), max_size=12))
+async def test_holds_with_odd_users_and_seat_lists_never_break_exclusivity(reservation, user, seats):
+    # Real seat ids (some repeated, some out of range) mixed with odd user ids.
+    if not hasattr(reservation, "fuzz_event"):
+        reservation.fuzz_event = await create_event(reservation.api, sections=[
+            {"name": "F", "rows": 1, "seats_per_row": 10, "price_minor": 100, "currency": "EUR"}])
+        reservation.fuzz_seats = [s["id"] for s in await seats_of(reservation.api, reservation.fuzz_event["id"])]
+    ids = [reservation.fuzz_seats[i] if i < 10 else "not-a-uuid" for i in seats]
+    reply = await reservation.api.post("/api/reservations", {"event_id": reservation.fuzz_event["id"],
+                                                             "seat_ids": ids, "user_id": user})
+    assert reply.status in (201, 409, 422), reply.body
+    held = [s for s in await seats_of(reservation.api, reservation.fuzz_event["id"]) if s["status"] != "available"]
+    statuses = (await reservation.api.get(f"/api/events/{reservation.fuzz_event['id']}")).body["seats"]
+    assert statuses["held"] == len(held) and statuses["available"] + statuses["held"] == 10
