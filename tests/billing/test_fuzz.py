@@ -28,3 +28,15 @@ async def test_any_json_body_gets_an_answer_in_the_contract(pipeline, call, body
     path, headers = call
     reply = await pipeline.fuzz_billing.api.post(path, body, headers=dict(headers))
     assert reply.status in (201, 400, 404, 409, 422), (path, body, reply.body)
+
+
+@FUZZ
+@given(template=st.sampled_from(["/api/users/{}", "/api/users/{}/orders", "/api/orders/{}"]),
+       ident=st.text(min_size=1, max_size=60))
+async def test_any_id_in_a_url_gets_an_answer_in_the_contract(pipeline, template, ident):
+    from urllib.parse import quote
+
+    if not hasattr(pipeline, "fuzz_billing"):
+        pipeline.fuzz_billing = await pipeline.billing()
+    reply = await pipeline.fuzz_billing.api.get(template.format(quote(ident, safe="")))
+    assert reply.status in (200, 404), reply.body

@@ -56,3 +56,18 @@ async def test_holds_with_odd_users_and_seat_lists_never_break_exclusivity(reser
     held = [s for s in await seats_of(reservation.api, reservation.fuzz_event["id"]) if s["status"] != "available"]
     statuses = (await reservation.api.get(f"/api/events/{reservation.fuzz_event['id']}")).body["seats"]
     assert statuses["held"] == len(held) and statuses["available"] + statuses["held"] == 10
+
+
+@FUZZ
+@given(template=st.sampled_from(["GET /api/events/{}", "GET /api/events/{}/seats", "GET /api/reservations/{}",
+                                 "DELETE /api/reservations/{}", "POST /api/reservations/{}/confirm"]),
+       ident=st.text(min_size=1, max_size=60), status=st.none() | st.text(max_size=12))
+async def test_any_id_or_filter_in_a_url_gets_an_answer_in_the_contract(reservation, template, ident, status):
+    from urllib.parse import quote, urlencode
+
+    method, path = template.split(" ")
+    url = path.format(quote(ident, safe=""))
+    if status is not None and path.endswith("/seats"):
+        url += "?" + urlencode({"status": status})
+    reply = await reservation.api.request(method, url)
+    assert reply.status in (200, 404, 409, 422), (url, reply.body)
