@@ -126,10 +126,19 @@ def host_list(raw: str) -> str:
 
 
 def link_targets(hosts: str, default_port: int) -> list[tuple[str, int]]:
-    """``"a,b:7101"`` -> ``[("a", default_port), ("b", 7101)]``: the receivers a link tries in turn."""
+    """``"a,b:7101,[::1]:7102"`` -> ``[("a", default_port), ("b", 7101), ("::1", 7102)]``.
+
+    The receivers a link tries in turn; an IPv6 address goes in brackets.
+    """
     targets = []
-    for item in hosts.split(","):
-        host, _, port_text = item.strip().partition(":")
+    for item in (part.strip() for part in hosts.split(",")):
+        if item.startswith("["):
+            host, bracket, rest = item[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                raise ValueError(f"{item!r}: an IPv6 address is written [address] or [address]:port")
+            port_text = rest[1:]
+        else:
+            host, _, port_text = item.partition(":")
         if not host:
             raise ValueError("must be host or host1[:port],host2[:port],... with no empty entries")
         targets.append((host, port(port_text) if port_text else default_port))

@@ -247,6 +247,7 @@ def test_link_targets_parse_a_host_list_with_default_ports():
 
     assert link_targets("127.0.0.1", 7001) == [("127.0.0.1", 7001)]
     assert link_targets("a, b:7101", 7001) == [("a", 7001), ("b", 7101)]
-    for bad in ("a,,b", "a:0", "a:http", ""):
+    assert link_targets("[::1]:7102,[fe80::1]", 7001) == [("::1", 7102), ("fe80::1", 7001)]
+    for bad in ("a,,b", "a:0", "a:http", "", "[::1", "[::1]7001", "[]:7001"):
         with pytest.raises(ValueError):
             host_list(bad)
