@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 from typing import Any
 
 import structlog
@@ -15,10 +14,11 @@ from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway
 from billing_daemon.store import BillingStore
 from billing_daemon.stream import make_receiver, make_relay
-from deploy.runtime.aio import keep_running
+from deploy.runtime.aio import Background, keep_running
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.mysql import MariaDB
 from deploy.runtime.schema_gate import SchemaGate
+from deploy.runtime.service import instance_name
 
 log = structlog.get_logger("billing")
 PRUNE_INTERVAL = 300.0
@@ -27,7 +27,7 @@ PRUNE_INTERVAL = 300.0
 class BillingDaemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
+        self.instance = instance_name(settings.instance, settings.http_port)
         self.db = MariaDB(settings.mariadb_dsn, max_size=settings.pool_size)
         self.store = BillingStore(self.db)
         self.gateway = MockGateway(settings.payment_success_rate, settings.payment_seed,
@@ -35,7 +35,7 @@ class BillingDaemon:
         self.receiver = make_receiver(settings, self.store, self.instance)
         self.relay = make_relay(settings, self.store, self.instance)
         self.schema = SchemaGate(self.store.migrate)
-        self._tasks: list[asyncio.Task] = []
+        self.background = Background()
         self._runner: web.AppRunner | None = None
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
@@ -50,12 +50,12 @@ class BillingDaemon:
         app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
+        self.background.spawn("startup", self._migrate_then_work)
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
-        self._tasks += [asyncio.create_task(keep_running("relay", self.relay.run)),
-                        asyncio.create_task(keep_running("pruner", self._prune))]
+        self.background.spawn("relay", self.relay.run)
+        self.background.spawn("pruner", self._prune)
         # The inbox opens only once the schema exists, so a welcome position is always real.
         # Replicas on one host share its port (SO_REUSEPORT): a sender lands on whichever is alive.
         await keep_running("link_receiver", self.receiver.start)
@@ -75,7 +75,5 @@ class BillingDaemon:
             await self._runner.cleanup()
         await self.receiver.stop()
         await self.relay.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.cancel()
         await self.db.close()

@@ -115,10 +115,12 @@ class BillingStore:
         only ever moves forward.
         """
         async def apply(conn: aiomysql.Connection) -> None:
-            await execute(conn, "INSERT INTO stream_positions (stream, position) VALUES (%s, 0)"
-                                " ON DUPLICATE KEY UPDATE position = position", (stream,))
-            position = await fetchval(conn, "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE",
-                                      (stream,))
+            lock = "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE"
+            position = await fetchval(conn, lock, (stream,))
+            if position is None:  # the stream's first batch ever: make the row to lock
+                await execute(conn, "INSERT IGNORE INTO stream_positions (stream, position) VALUES (%s, 0)",
+                              (stream,))
+                position = await fetchval(conn, lock, (stream,))
             batch = [e for e in events if e.seq > position]
             if not batch:
                 return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import structlog
@@ -12,6 +11,7 @@ from bridge_daemon.config import Settings
 from bridge_daemon.stream import PaymentsToBroker, Publisher
 from deploy.runtime.http import make_app, service_routes, start_http
 from deploy.runtime.openapi import document
+from deploy.runtime.service import instance_name
 from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 
@@ -25,7 +25,7 @@ SPEC = document("TicketFlow bridge daemon",
 class BridgeDaemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
+        self.instance = instance_name(settings.instance, settings.http_port)
         self.publisher = Publisher(settings)
         self.receiver = Receiver({STREAM: PaymentsToBroker(self.publisher, STREAM)},
                                  LinkSettings(secret=settings.link_secret, node=self.instance),

@@ -17,7 +17,7 @@ from deploy.runtime.amqp import Names
 from deploy.stack import process
 from deploy.stack.settings import StackSettings
 from deploy.stack.topology import local
-from deploy.supervisor import DAEMONS, _dirs, _port, daemon_env
+from deploy.supervisor import DAEMONS, daemon_dirs, daemon_env, daemon_port
 
 
 def _probe(url: str) -> str:
@@ -77,11 +77,11 @@ async def _lags(env: dict[str, str]) -> dict[str, Any]:
 
 def collect(settings: StackSettings) -> dict[str, Any]:
     env = daemon_env(settings)
-    pids, _ = _dirs(settings)
+    pids, _ = daemon_dirs(settings)
     daemons = {}
     for spec in DAEMONS:
         pid = process.running_pid(pids / f"{spec.name}.pid")
-        state = _probe(f"http://127.0.0.1:{_port(spec, env)}/ready")
+        state = _probe(f"http://127.0.0.1:{daemon_port(spec, env)}/ready")
         daemons[spec.name] = {"state": state, "pid": pid}
     return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env))}
 

@@ -38,11 +38,12 @@ DAEMONS = [
 ]
 
 
-def _dirs(settings: StackSettings) -> tuple[Path, Path]:
+def daemon_dirs(settings: StackSettings) -> tuple[Path, Path]:
+    """Where `run all` keeps pid files and logs."""
     return settings.root / "daemons", settings.root / "logs"
 
 
-def _port(spec: DaemonSpec, env: dict[str, str]) -> int:
+def daemon_port(spec: DaemonSpec, env: dict[str, str]) -> int:
     return int(env.get(spec.http_port_env, spec.default_port))
 
 
@@ -75,7 +76,7 @@ def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None
 def daemon_env(settings: StackSettings) -> dict[str, str]:
     """The stack's URLs, then the operator's own settings, then what follows from them."""
     env = {**local(settings).env(), **os.environ}
-    ports = {spec.name: _port(spec, env) for spec in DAEMONS}
+    ports = {spec.name: daemon_port(spec, env) for spec in DAEMONS}
     env.setdefault("TICKETFLOW_PORTAL_PG_DSN", env["TICKETFLOW_PG_DSN"])
     env.setdefault("TICKETFLOW_RESERVATION_URL", f"http://127.0.0.1:{ports['reservation']}")
     env.setdefault("TICKETFLOW_BILLING_URL", f"http://127.0.0.1:{ports['billing']}")
@@ -85,11 +86,11 @@ def daemon_env(settings: StackSettings) -> dict[str, str]:
 def start_all(settings: StackSettings) -> dict[str, str]:
     """Start every daemon not already running; returns name -> base URL."""
     env = daemon_env(settings)
-    pids, logs = _dirs(settings)
+    pids, logs = daemon_dirs(settings)
     urls = {}
     for spec in DAEMONS:
         pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
-        url = f"http://127.0.0.1:{_port(spec, env)}"
+        url = f"http://127.0.0.1:{daemon_port(spec, env)}"
         if process.running_pid(pidfile) is None:
             process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=env)
             print(f"{spec.name:<12} starting (log: {log})")
@@ -100,7 +101,7 @@ def start_all(settings: StackSettings) -> dict[str, str]:
 
 
 def stop_all(settings: StackSettings) -> dict[str, bool]:
-    pids, _ = _dirs(settings)
+    pids, _ = daemon_dirs(settings)
     # SIGTERM: each daemon finishes in-flight work and closes its links.
     return {spec.name: process.stop(pids / f"{spec.name}.pid", signal.SIGTERM, timeout=20)
             for spec in reversed(DAEMONS)}
@@ -165,7 +166,7 @@ def run_all() -> int:
     try:
         urls = start_all(settings)
         print(demo(urls))
-        pids, _ = _dirs(settings)
+        pids, _ = daemon_dirs(settings)
         while not stop:
             for spec in DAEMONS:
                 if process.running_pid(pids / f"{spec.name}.pid") is None:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from deploy.runtime.aio import keep_running
+from deploy.runtime.aio import Background
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
+from deploy.runtime.service import instance_name
 from portal_consumer import api
 from portal_consumer.config import Settings
 from portal_consumer.peers import Peers
@@ -27,7 +26,7 @@ log = structlog.get_logger("portal")
 class PortalConsumer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
+        self.instance = instance_name(settings.instance, settings.http_port)
         self.db = Database(settings.pg_dsn, max_size=10)
         self.store = PortalStore(self.db)
         self.peers = Peers(settings.reservation_url, settings.billing_url, settings.http_timeout)
@@ -35,7 +34,7 @@ class PortalConsumer:
         self.dispatcher = Dispatcher(self.store, sink)
         self.consumer = Consumer(settings, SaleFinalizer(self.store, self.peers), on_processed=self.dispatcher.kick)
         self.schema = SchemaGate(self.store.migrate)
-        self._tasks: list[asyncio.Task] = []
+        self.background = Background()
         self._runner: web.AppRunner | None = None
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
@@ -50,19 +49,17 @@ class PortalConsumer:
         await self.peers.start()
         app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
+        self.background.spawn("startup", self._migrate_then_work)
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
-        self._tasks += [asyncio.create_task(keep_running("consumer", self.consumer.run)),
-                        asyncio.create_task(keep_running("dispatcher", self.dispatcher.run))]
+        self.background.spawn("consumer", self.consumer.run)
+        self.background.spawn("dispatcher", self.dispatcher.run)
 
     async def stop(self) -> None:
         await self.consumer.stop()  # unacked messages return to the queue
         if self._runner is not None:
             await self._runner.cleanup()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.cancel()
         await self.peers.close()
         await self.db.close()

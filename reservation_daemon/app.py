@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from deploy.runtime.aio import keep_running
+from deploy.runtime.aio import Background
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
+from deploy.runtime.service import instance_name
 from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
 from reservation_daemon.store import ReservationStore
@@ -24,12 +23,12 @@ log = structlog.get_logger("reservation")
 class ReservationDaemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.instance = settings.instance or f"{socket.gethostname()}:{settings.http_port}"
+        self.instance = instance_name(settings.instance, settings.http_port)
         self.db = Database(settings.pg_dsn, max_size=settings.pool_size)
         self.store = ReservationStore(self.db)
         self.relay = make_relay(settings, self.store, node=self.instance)
         self.schema = SchemaGate(self.store.migrate)
-        self._tasks: list[asyncio.Task] = []
+        self.background = Background()
         self._runner: web.AppRunner | None = None
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
@@ -46,21 +45,17 @@ class ReservationDaemon:
         app = make_app(api.routes(self.settings, self.store, self.ready, self.instance), self.settings.rate_limit,
                        [self.schema.middleware])
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
-        self._tasks.append(asyncio.create_task(keep_running("startup", self._migrate_then_work)))
+        self.background.spawn("startup", self._migrate_then_work)
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
-        self._tasks += [
-            asyncio.create_task(keep_running("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))),
-            asyncio.create_task(keep_running("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))),
-            asyncio.create_task(keep_running("relay", self.relay.run)),
-        ]
+        self.background.spawn("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))
+        self.background.spawn("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))
+        self.background.spawn("relay", self.relay.run)
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()  # stop accepting, finish in-flight requests
         await self.relay.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.background.cancel()
         await self.db.close()

@@ -36,7 +36,7 @@ async def within(timeout: float, awaitable: Awaitable[T]) -> T:
         return await awaitable
 
 
-async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
+async def keep_running(name: str, run: Callable[[], Awaitable[None]], backoff: Backoff | None = None) -> None:
     """Run ``run()`` for the life of the daemon, restarting it if it ever raises.
 
     A daemon's loops (relay, sweeper, consumer, ...) handle the failures they
@@ -45,7 +45,7 @@ async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
     /health but no longer does its job, so it is logged with its traceback and
     the loop is started again after a backoff.
     """
-    backoff = Backoff(base=0.5, cap=30.0)
+    backoff = backoff or Backoff(base=0.5, cap=30.0)
     while True:
         try:
             await run()
@@ -56,3 +56,19 @@ async def keep_running(name: str, run: Callable[[], Awaitable[None]]) -> None:
             delay = backoff.next_delay()
             log.error("task_crashed", task=name, restart_in=round(delay, 2), exc_info=True)
             await asyncio.sleep(delay)
+
+
+class Background:
+    """A daemon's long-running loops: each runs under :func:`keep_running`; all stop together."""
+
+    def __init__(self) -> None:
+        self._tasks: list[asyncio.Task] = []
+
+    def spawn(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(asyncio.create_task(keep_running(name, run), name=name))
+
+    async def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Protocol, TypeVar
@@ -37,6 +38,11 @@ async def serve(daemon: Daemon) -> None:
     log.info("stopping")
     await daemon.stop()
     log.info("stopped")
+
+
+def instance_name(configured: str, http_port: int) -> str:
+    """TICKETFLOW_INSTANCE, or host:port: what /api/instance and the link handshakes call this replica."""
+    return configured or f"{socket.gethostname()}:{http_port}"
 
 
 def dump_tasks() -> None:
