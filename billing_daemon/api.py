@@ -1,4 +1,6 @@
-"""HTTP handlers of the billing daemon: validate, call the store (and gateway), shape the response."""
+"""HTTP handlers of the billing daemon: validate, check who is asking, call the store (and gateway),
+shape the response. Who may call each operation is declared in openapi.py and enforced by
+deploy.runtime.auth; the per-resource rule (owner, organizer of the event) is checked here."""
 
 from __future__ import annotations
 
@@ -6,11 +8,14 @@ import re
 
 from aiohttp import web
 
+from billing_daemon import accounts
+from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.gateway import PaymentGateway
 from billing_daemon.openapi import SPEC
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
+from deploy.runtime.auth import Principal, TokenIssuer, Unauthorized, principal, require_visible
 from deploy.runtime.http import ApiError, NotFound, idempotency, json_response, read_json, service_routes
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the mail server's call.
@@ -28,38 +33,98 @@ def _billing_error(exc: BillingError) -> ApiError:
     return error
 
 
-def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, ready, instance: str):
+def _email(body: dict) -> str:
+    email = v.text(body, "email", max_len=254).lower()
+    if not EMAIL.match(email):
+        raise v.invalid("email", "must be an email address")
+    return email
+
+
+def _password(body: dict) -> str:
+    password = body.get("password")
+    if not isinstance(password, str) or not accounts.MIN_PASSWORD <= len(password) <= accounts.MAX_PASSWORD:
+        raise v.invalid("password", f"must be text of {accounts.MIN_PASSWORD} to {accounts.MAX_PASSWORD} characters")
+    return password
+
+
+ORDER_NOT_FOUND = NotFound("no such order", code="ORDER_NOT_FOUND")
+USER_NOT_FOUND = NotFound("no such user", code="USER_NOT_FOUND")
+
+
+def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, ready, instance: str,
+           issuer: TokenIssuer, account_store: AccountStore):
+    async def visible_order(request: web.Request, order_id: str) -> Principal:
+        """The caller, if it may see ``order_id`` (its buyer, its event's organizer, a service); else 404."""
+        caller = principal(request)
+        parties = None if caller.is_service else await store.order_parties(order_id)
+        require_visible(caller, owner=parties and parties["user_id"], organizer=parties and parties["organizer_id"],
+                        not_found=ORDER_NOT_FOUND)
+        return caller
+
+    def own_user(request: web.Request, user_id: str) -> None:
+        caller = principal(request)
+        if not caller.is_service and caller.subject != user_id:
+            raise USER_NOT_FOUND
+
     async def create_user(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
-        email = v.text(body, "email", max_len=254).lower()
-        if not EMAIL.match(email):
-            raise v.invalid("email", "must be an email address")
+        email, name, password = _email(body), v.text(body, "name"), _password(body)
         try:
-            status, answer = await store.create_user(email, v.text(body, "name"), idempotency(request, body))
+            status, answer = await store.create_user(email, name, idempotency(request, body),
+                                                     password_hash=await accounts.hash_password(password))
             return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None
 
+    async def login(request: web.Request) -> web.Response:
+        body = v.obj(await read_json(request))
+        email, password = _email(body), body.get("password")
+        account = await account_store.credentials(email)
+        if not isinstance(password, str) or not await accounts.verify_password(
+                account and account["password_hash"], password[:accounts.MAX_PASSWORD]):
+            raise Unauthorized("wrong e-mail or password")
+        token, granted = issuer.issue(account["id"], account["role"])
+        return json_response({"token": token, "token_type": "Bearer", "user_id": account["id"],
+                              "role": account["role"], "expires_at": _rfc3339(granted.expires_at)}, 201)
+
+    async def logout(request: web.Request) -> web.Response:
+        await account_store.revoke(principal(request))
+        return json_response({"status": "logged_out"})
+
     async def get_user(request: web.Request) -> web.Response:
-        user = await store.get_user(_path_id(request, "user_id", "USER_NOT_FOUND", "user"))
+        user_id = _path_id(request, "user_id", "USER_NOT_FOUND", "user")
+        own_user(request, user_id)
+        user = await store.get_user(user_id)
         if user is None:
-            raise NotFound("no such user", code="USER_NOT_FOUND")
+            raise USER_NOT_FOUND
         return json_response(user)
 
     async def user_orders(request: web.Request) -> web.Response:
-        orders = await store.user_orders(_path_id(request, "user_id", "USER_NOT_FOUND", "user"))
+        user_id = _path_id(request, "user_id", "USER_NOT_FOUND", "user")
+        own_user(request, user_id)
+        orders = await store.user_orders(user_id)
         if orders is None:
-            raise NotFound("no such user", code="USER_NOT_FOUND")
+            raise USER_NOT_FOUND
         return json_response({"orders": orders})
 
+    async def event_orders(request: web.Request) -> web.Response:
+        event_id = _path_id(request, "event_id", "EVENT_NOT_FOUND", "event")
+        caller = principal(request)
+        orders = await store.event_orders(event_id, None if caller.is_service else caller.subject)
+        # An organizer sees the orders of its own events; for anyone else's event it is as if none existed.
+        return json_response({"event_id": event_id, "orders": orders})
+
     async def get_order(request: web.Request) -> web.Response:
-        order = await store.get_order(_path_id(request, "order_id", "ORDER_NOT_FOUND", "order"))
+        order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
+        await visible_order(request, order_id)
+        order = await store.get_order(order_id)
         if order is None:
-            raise NotFound("no such order", code="ORDER_NOT_FOUND")
+            raise ORDER_NOT_FOUND
         return json_response(order)
 
     async def pay(request: web.Request) -> web.Response:
         order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
+        await visible_order(request, order_id)
         body = await read_json(request) if request.can_read_body else {}
         key = idempotency(request, body, required=True)
         try:
@@ -75,6 +140,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
 
     async def refund(request: web.Request) -> web.Response:
         order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
+        await visible_order(request, order_id)
         body = await read_json(request) if request.can_read_body else {}
         reason = v.text(v.obj(body), "reason", required=False, default="requested", max_len=200)
         try:
@@ -101,6 +167,9 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
     return [
         *service_routes(ready, instance, SPEC),
         web.post("/api/users", create_user),
+        web.post("/api/sessions", login),
+        web.delete("/api/sessions/current", logout),
+        web.get("/api/events/{event_id}/orders", event_orders),
         web.get("/api/users/{user_id}", get_user),
         web.get("/api/users/{user_id}/orders", user_orders),
         web.get("/api/orders/{order_id}", get_order),
@@ -108,3 +177,11 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         web.post("/api/orders/{order_id}/refund", refund),
         web.post("/api/checkin", check_in),
     ]
+
+
+def _rfc3339(epoch: float | None) -> str | None:
+    from datetime import datetime, timezone
+
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat().replace("+00:00", "Z")

@@ -9,12 +9,17 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from pathlib import Path
+
 from billing_daemon import api
+from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway
 from billing_daemon.store import BillingStore
 from billing_daemon.stream import make_receiver, make_relay
 from deploy.runtime.aio import Background, keep_running
+from deploy.runtime.auth import TokenIssuer, TokenVerifier, auth_middleware
+from deploy.runtime.config import require
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.mysql import MariaDB
 from deploy.runtime.schema_gate import SchemaGate
@@ -30,6 +35,11 @@ class BillingDaemon:
         self.instance = instance_name(settings.instance, settings.http_port)
         self.db = MariaDB(settings.mariadb_dsn, max_size=settings.pool_size)
         self.store = BillingStore(self.db)
+        self.accounts = AccountStore(self.db)
+        require(settings, "token_signing_key", "billing signs login tokens with it")
+        require(settings, "token_public_keys", "every daemon verifies tokens with them")
+        self.issuer = TokenIssuer(Path(settings.token_signing_key), settings.token_ttl)
+        self.verifier = TokenVerifier(Path(settings.token_public_keys))
         self.gateway = MockGateway(settings.payment_success_rate, settings.payment_seed,
                                    settings.payment_latency_ms)
         self.receiver = make_receiver(settings, self.store, self.instance)
@@ -47,8 +57,10 @@ class BillingDaemon:
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance),
-                       self.settings.rate_limit, [self.schema.middleware])
+        app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance,
+                                  self.issuer, self.accounts),
+                       self.settings.rate_limit, [self.schema.middleware],
+                       auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked))
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
         self.background.spawn("startup", self._migrate_then_work)
 
@@ -65,6 +77,7 @@ class BillingDaemon:
             await asyncio.sleep(PRUNE_INTERVAL * random.uniform(0.8, 1.2))
             try:
                 outbox, keys = await self.store.prune(self.settings.retention_hours, self.settings.idempotency_hours)
+                await self.accounts.prune_revoked()
                 if outbox or keys:
                     log.info("pruned", outbox_rows=outbox, idempotency_keys=keys)
             except Exception as exc:

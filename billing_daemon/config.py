@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from deploy.runtime.config import (fraction, host_list, idempotency_hours_setting, instance_setting,
                                    link_secret_setting, link_window_setting, load, log_level_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
-                                   relay_lock_retry_setting, retention_hours_setting, setting)
+                                   relay_lock_retry_setting, retention_hours_setting, setting,
+                                   token_public_keys_setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -43,6 +44,12 @@ class Settings:
                                 "payments are refused this close to a hold's expiry")
     resume_after: float = setting("TICKETFLOW_PAY_RESUME_AFTER_SECONDS", 30.0, positive_float,
                                   "a payment left charging this long (its request crashed) is resumed by a retry")
+    token_signing_key: str = setting("TICKETFLOW_TOKEN_SIGNING_KEY", "", str,
+                                     "Ed25519 private key (PEM) billing signs tokens with; re-read when the file "
+                                     "changes, so a rotation needs no restart (`ticketflow stack up` makes one)")
+    token_public_keys: str = token_public_keys_setting()
+    token_ttl: float = setting("TICKETFLOW_TOKEN_TTL_SECONDS", 900.0, positive_float,
+                               "lifetime of a login token; other daemons honour a logout when it ends")
     retention_hours: float = retention_hours_setting()
     idempotency_hours: float = idempotency_hours_setting()
     rate_limit: int = rate_limit_setting()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access
 from deploy.runtime.openapi import TIME, UUID, document, error, json_body, path_uuid, ref
 
 NULLABLE_TIME = {"type": ["string", "null"]}
@@ -12,29 +13,58 @@ UNAVAILABLE = error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry 
 
 PATHS: dict[str, Any] = {
     "/api/users": {"post": {
-        "summary": "Create a user (email unique)",
+        "summary": "Sign up as a buyer (email unique; the password is stored as an argon2id hash)",
+        **access(),
         "parameters": [{**KEY, "required": False,
                         "description": "A retry with the same key returns the first response (never EMAIL_TAKEN "
                                        "for the user it created)."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["email", "name"],
-            "properties": {"email": {"type": "string"}, "name": {"type": "string"}}}}}},
+            "required": ["email", "name", "password"],
+            "properties": {"email": {"type": "string"}, "name": {"type": "string"},
+                           "password": {"type": "string", "minLength": 10, "maxLength": 256}}}}}},
         "responses": {"201": json_body(ref("User"), "the user"), "400": error("MALFORMED_JSON"),
                       "409": error("EMAIL_TAKEN or REQUEST_IN_PROGRESS"),
                       "422": error("VALIDATION_FAILED or IDEMPOTENCY_KEY_REUSED"),
                       "503": UNAVAILABLE}}},
-    "/api/users/{user_id}": {"get": {"parameters": [path_uuid("user_id")], "responses": {
+    "/api/sessions": {"post": {
+        "summary": "Log in: a short-lived bearer token for the account",
+        **access(),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["email", "password"],
+            "properties": {"email": {"type": "string"}, "password": {"type": "string"}}}}}},
+        "responses": {"201": json_body(ref("Session"), "signed in"), "400": error("MALFORMED_JSON"),
+                      "401": error("UNAUTHORIZED: wrong e-mail or password"),
+                      "422": error("VALIDATION_FAILED"), "503": UNAVAILABLE}}},
+    "/api/sessions/current": {"delete": {
+        "summary": "Log out: billing refuses this token from now on; the other daemons when it expires",
+        **access(BUYER, ORGANIZER, DOOR, SERVICE),
+        "responses": {"200": json_body({"type": "object", "required": ["status"],
+                                        "properties": {"status": {"const": "logged_out"}}}, "logged out"),
+                      "503": UNAVAILABLE}}},
+    "/api/events/{event_id}/orders": {"get": {
+        "summary": "Every order of an event (its organizer, services)",
+        **access(ORGANIZER, SERVICE),
+        "parameters": [path_uuid("event_id")],
+        "responses": {"200": json_body({"type": "object", "required": ["event_id", "orders"], "properties": {
+            "event_id": UUID, "orders": {"type": "array", "items": ref("Order")}}}, "the event's orders"),
+            "404": error("EVENT_NOT_FOUND: no such event, or not yours"), "503": UNAVAILABLE}}},
+    "/api/users/{user_id}": {"get": {**access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
+                                     "parameters": [path_uuid("user_id")], "responses": {
         "200": json_body(ref("User"), "the user"), "404": error("USER_NOT_FOUND"),
         "503": UNAVAILABLE}}},
-    "/api/users/{user_id}/orders": {"get": {"parameters": [path_uuid("user_id")], "responses": {
+    "/api/users/{user_id}/orders": {"get": {**access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
+                                            "parameters": [path_uuid("user_id")], "responses": {
         "200": json_body({"type": "object", "required": ["orders"],
                       "properties": {"orders": {"type": "array", "items": ref("Order")}}}, "the user's orders"),
         "404": error("USER_NOT_FOUND"), "503": UNAVAILABLE}}},
-    "/api/orders/{order_id}": {"get": {"parameters": [path_uuid("order_id")], "responses": {
+    "/api/orders/{order_id}": {"get": {**access(BUYER, ORGANIZER, SERVICE, owner=True),
+                                       "parameters": [path_uuid("order_id")], "responses": {
         "200": json_body(ref("Order"), "the order with its tickets and payment attempts"),
         "404": error("ORDER_NOT_FOUND"), "503": UNAVAILABLE}}},
     "/api/orders/{order_id}/pay": {"post": {
         "summary": "Pay a pending order. Idempotency-Key required: the same key returns the first answer.",
+        **access(BUYER, SERVICE, owner=True),
         "parameters": [path_uuid("order_id"), {**KEY, "required": True}],
         "responses": {
             "200": json_body(ref("Order"), "paid: tickets issued"),
@@ -46,12 +76,14 @@ PATHS: dict[str, Any] = {
             "503": UNAVAILABLE}}},
     "/api/orders/{order_id}/refund": {"post": {
         "summary": "Refund a paid order and void its tickets (refunding twice answers the same)",
+        **access(ORGANIZER, SERVICE, owner=True),
         "parameters": [path_uuid("order_id"), KEY],
         "responses": {"200": json_body(ref("Order"), "refunded"), "404": error("ORDER_NOT_FOUND"),
                       "409": error("ORDER_NOT_REFUNDABLE"), "400": error("MALFORMED_JSON"),
                       "422": error("VALIDATION_FAILED"), "503": UNAVAILABLE}}},
     "/api/checkin": {"post": {
         "summary": "Scan a ticket at the door: the first scan wins",
+        **access(DOOR),
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["code"], "properties": {"code": {"type": "string"}}}}}},
         "responses": {"200": json_body(ref("CheckIn"), "admitted"),
@@ -62,8 +94,12 @@ PATHS: dict[str, Any] = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "User": {"type": "object", "required": ["id", "email", "name", "created_at"],
+    "Session": {"type": "object", "required": ["token", "token_type", "user_id", "role", "expires_at"],
+                "properties": {"token": {"type": "string"}, "token_type": {"const": "Bearer"}, "user_id": UUID,
+                               "role": {"enum": ["buyer", "organizer", "door", "service"]}, "expires_at": TIME}},
+    "User": {"type": "object", "required": ["id", "email", "name", "role", "created_at"],
              "properties": {"id": UUID, "email": {"type": "string"}, "name": {"type": "string"},
+                            "role": {"enum": ["buyer", "organizer", "door"]},
                             "created_at": TIME}},
     "Ticket": {"type": "object", "required": ["id", "seat_id", "seat_label", "code", "status", "checked_in_at"],
                "properties": {"id": UUID, "seat_id": UUID, "seat_label": {"type": "string"},

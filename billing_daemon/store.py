@@ -136,11 +136,12 @@ class BillingStore:
             outcomes: dict[str, str] = {}
             created = [e for e in fresh if e.type == "reservation.created"]
             await executemany(conn, """
-                INSERT IGNORE INTO orders (id, user_id, event_id, status, amount_minor, currency, seats,
+                INSERT IGNORE INTO orders (id, user_id, event_id, organizer_id, status, amount_minor, currency, seats,
                                            expires_at, created_at, updated_at)
-                VALUES (%s, %s, %s, 'pending', %s, %s, %s, %s, NOW(6), NOW(6))""", [
-                (e.data["id"], e.data["user_id"], e.data["event_id"], e.data["amount_minor"], e.data["currency"],
-                 json.dumps(e.data["seats"]), parse_time(e.data["expires_at"])) for e in created])
+                VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, NOW(6), NOW(6))""", [
+                (e.data["id"], e.data["user_id"], e.data["event_id"], e.data.get("organizer_id"),
+                 e.data["amount_minor"], e.data["currency"], json.dumps(e.data["seats"]),
+                 parse_time(e.data["expires_at"])) for e in created])
             outcomes.update({e.id: "order_opened" for e in created})
             for e in fresh:
                 if e.type in ("reservation.cancelled", "reservation.expired"):
@@ -166,7 +167,7 @@ class BillingStore:
     # --- users --------------------------------------------------------------------
 
     async def create_user(self, email: str, name: str, key: tuple[str, str, str] | None = None,
-                          ) -> tuple[int, dict[str, Any]]:
+                          password_hash: str | None = None, role: str = "buyer") -> tuple[int, dict[str, Any]]:
         """(201, user), or with ``key`` used before, the first answer given under it."""
         user_id = str(uuid7())
 
@@ -178,8 +179,8 @@ class BillingStore:
                         raise BillingError(409, "REQUEST_IN_PROGRESS", "a request with this Idempotency-Key is running")
                     return prior["status"], json.loads(prior["body"])
             try:
-                await execute(conn, "INSERT INTO users (id, email, name, created_at) VALUES (%s, %s, %s, NOW(6))",
-                              (user_id, email, name))
+                await execute(conn, "INSERT INTO users (id, email, name, role, password_hash, created_at)"
+                                    " VALUES (%s, %s, %s, %s, %s, NOW(6))", (user_id, email, name, role, password_hash))
             except pymysql.err.IntegrityError:
                 raise BillingError(409, "EMAIL_TAKEN", "a user with this email exists") from None
             user = await self._user(conn, user_id)
@@ -208,7 +209,7 @@ class BillingStore:
         return prior
 
     async def _user(self, conn: aiomysql.Connection, user_id: str) -> dict[str, Any] | None:
-        row = await fetchone(conn, "SELECT id, email, name, created_at FROM users WHERE id = %s", (user_id,))
+        row = await fetchone(conn, "SELECT id, email, name, role, created_at FROM users WHERE id = %s", (user_id,))
         return None if row is None else {**row, "created_at": rfc3339(row["created_at"])}
 
     async def get_user(self, user_id: str) -> dict[str, Any] | None:
@@ -246,6 +247,22 @@ class BillingStore:
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
         return await self.db.run(lambda c: self._order(c, order_id), idempotent=True)
+
+    async def order_parties(self, order_id: str) -> dict[str, Any] | None:
+        """Who may see an order: its buyer (user_id) and its event's organizer (organizer_id, may be None)."""
+        return await self.db.run(lambda c: fetchone(
+            c, "SELECT user_id, organizer_id FROM orders WHERE id = %s", (order_id,)), idempotent=True)
+
+    async def event_orders(self, event_id: str, organizer_id: str | None,
+                           limit: int = 1000) -> list[dict[str, Any]]:
+        """The orders of an event (those whose event ``organizer_id`` organizes, unless None: every one)."""
+        async def fetch(conn: aiomysql.Connection) -> list[dict[str, Any]]:
+            ids = [r["id"] for r in await fetchall(
+                conn, "SELECT id FROM orders WHERE event_id = %s AND (%s IS NULL OR organizer_id = %s)"
+                      " ORDER BY created_at LIMIT %s", (event_id, organizer_id, organizer_id, limit))]
+            return [await self._order(conn, order_id) for order_id in ids]
+
+        return await self.db.run(fetch, idempotent=True)
 
     # --- payments -----------------------------------------------------------------
 

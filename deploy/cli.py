@@ -8,6 +8,8 @@
     ticketflow status                     servers, daemons and each link's lag
     ticketflow bench                      simulated buyers against the running pipeline
     ticketflow migrate                    apply pending schema migrations and exit
+    ticketflow users create --role R ...  an organizer or door account (buyers sign up over HTTP)
+    ticketflow keys rotate                a new token signing key, without downtime
 
 Run ``ticketflow <command> --help`` for details.
 """
@@ -128,6 +130,52 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _users(args: argparse.Namespace) -> int:
+    import asyncio
+    import getpass
+    import json
+
+    from billing_daemon.accounts import MIN_PASSWORD, hash_password
+    from billing_daemon.config import Settings as BillingSettings
+    from billing_daemon.store import BillingError, BillingStore
+    from deploy.runtime.config import load
+    from deploy.runtime.mysql import MariaDB
+
+    password = args.password if args.password is not None else getpass.getpass(f"password for {args.email}: ")
+    if len(password) < MIN_PASSWORD:
+        print(f"ticketflow: the password must have at least {MIN_PASSWORD} characters", file=sys.stderr)
+        return 2
+
+    async def create() -> dict:
+        maria = MariaDB(load(BillingSettings).mariadb_dsn)
+        try:
+            store = BillingStore(maria)
+            await store.migrate()
+            _, user = await store.create_user(args.email.strip().lower(), args.name, None,
+                                              password_hash=await hash_password(password), role=args.role)
+            return user
+        finally:
+            await maria.close()
+
+    try:
+        print(json.dumps(asyncio.run(create())))
+    except BillingError as exc:
+        print(f"ticketflow: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from deploy.stack.keys import Keys
+
+    keys = Keys(stack_settings().root)
+    if args.action == "rotate":
+        print(f"signing key {keys.rotate()} is current; older public keys still verify the tokens they signed")
+    else:
+        print(keys.ensure())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketflow",
@@ -202,6 +250,26 @@ def build_parser() -> argparse.ArgumentParser:
         "database lock makes concurrent runs wait and then find nothing to do.",
     )
     migrate.set_defaults(func=_migrate)
+
+    users = commands.add_parser(
+        "users", help="create staff accounts: organizers and door staff (buyers sign up over HTTP)",
+        description="Create an account directly in billing's database (TICKETFLOW_MARIADB_DSN). Organizers "
+        "create events and see and refund their orders; door staff check tickets in. The account then logs "
+        "in with POST /api/sessions like anyone else.")
+    users.add_argument("action", choices=["create"])
+    users.add_argument("--role", choices=["organizer", "door", "buyer"], required=True)
+    users.add_argument("--email", required=True)
+    users.add_argument("--name", required=True)
+    users.add_argument("--password", help="(asked for when omitted; at least 10 characters)")
+    users.set_defaults(func=_users)
+
+    keys = commands.add_parser(
+        "keys", help="the token keys the stack provisions (ensure, rotate)",
+        description="ensure: create the development signing key and service tokens if missing (stack up does "
+        "it). rotate: make a new signing key current; verifiers accept its public key on first sight and "
+        "keep the old one, so issued tokens keep working until they expire.")
+    keys.add_argument("action", choices=["ensure", "rotate"])
+    keys.set_defaults(func=_keys)
     return parser
 
 

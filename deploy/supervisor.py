@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.stack import process
+from deploy.stack.keys import Keys
 from deploy.stack.settings import StackSettings, stack_settings
 from deploy.stack.topology import local
 
@@ -83,16 +84,32 @@ def daemon_env(settings: StackSettings) -> dict[str, str]:
     return env
 
 
+def service_env(env: dict[str, str], keys: Keys, service: str) -> dict[str, str]:
+    """Each daemon calls the others with a service token of its own (unless the operator set one)."""
+    if env.get("TICKETFLOW_SERVICE_TOKEN_FILE") == str(keys.token_file("operator")) and \
+            keys.token_file(service).exists():
+        return {**env, "TICKETFLOW_SERVICE_TOKEN_FILE": str(keys.token_file(service))}
+    return env
+
+
+def operator_token(env: dict[str, str]) -> str:
+    """The CLI's own service credential (bench, the demo event)."""
+    from deploy.runtime.auth import read_token_file
+
+    return read_token_file(Path(env["TICKETFLOW_SERVICE_TOKEN_FILE"]))
+
+
 def start_all(settings: StackSettings) -> dict[str, str]:
     """Start every daemon not already running; returns name -> base URL."""
     env = daemon_env(settings)
     pids, logs = daemon_dirs(settings)
     urls = {}
+    keys = Keys(settings.root)
     for spec in DAEMONS:
         pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
         url = f"http://127.0.0.1:{daemon_port(spec, env)}"
         if process.running_pid(pidfile) is None:
-            process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=env)
+            process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=service_env(env, keys, spec.name))
             print(f"{spec.name:<12} starting (log: {log})")
         _wait_ready(url + "/ready", pidfile, log)
         print(f"{spec.name:<12} ready at {url}")
@@ -107,15 +124,16 @@ def stop_all(settings: StackSettings) -> dict[str, bool]:
             for spec in reversed(DAEMONS)}
 
 
-def demo(urls: dict[str, str]) -> str:
+def demo(urls: dict[str, str], token: str) -> str:
     r, b, p = urls["reservation"], urls["billing"], urls["portal"]
+    service = {"Authorization": f"Bearer {token}"}
     status, event = _http("POST", r + "/api/events", {
         "name": "TicketFlow Live", "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
         "description": "the demo event created by make run",
         "layout": {"sections": [
             {"name": "STALLS", "rows": 10, "seats_per_row": 20, "price_minor": 4500, "currency": "EUR"},
             {"name": "BALCONY", "rows": 5, "seats_per_row": 12, "price_minor": 2900, "currency": "EUR"}]},
-    }, {"Idempotency-Key": "make-run-demo-event"})  # re-running make run reuses the same event
+    }, {"Idempotency-Key": "make-run-demo-event", **service})  # re-running make run reuses the same event
     if status != 201:
         raise RuntimeError(f"could not create the demo event: {status} {event}")
     _, seats = _http("GET", f"{r}/api/events/{event['id']}/seats?status=available")
@@ -132,24 +150,33 @@ Paste this into a shell (bash). Each step prints what it got:
 
 tf() {{ curl -s -w '\\n' -H 'Content-Type: application/json' "$@"; }}
 field() {{ python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }}
-# 1. a buyer (safe to paste twice: the same Idempotency-Key returns the same user)
-USER_ID=$(tf -X POST {b}/api/users -H 'Idempotency-Key: signup-{t}' -d '{{"email":"alice-{t}@example.com","name":"Alice"}}' | field '["id"]'); echo "user $USER_ID"
-# 2. hold seat {seat['label']} for her (retrying with the same Idempotency-Key never holds twice)
-RES_ID=$(tf -X POST {r}/api/reserve -H 'Idempotency-Key: hold-{t}' -d '{{"seat_id":"{seat['id']}","user_id":"'$USER_ID'"}}' | field '["id"]'); echo "reservation $RES_ID"
-# 3. someone else wants the same seat: 409 SEAT_UNAVAILABLE
-tf -X POST {r}/api/reserve -d '{{"seat_id":"{seat['id']}","user_id":"bob"}}'
-# 4. the hold reaches billing over the link as an order, pending payment
-until tf {b}/api/orders/$RES_ID | grep -q pending; do sleep 0.1; done; tf {b}/api/orders/$RES_ID | field '["status"]'
+# 1. Alice signs up (safe to paste twice: the same Idempotency-Key returns the same user) and logs in
+USER_ID=$(tf -X POST {b}/api/users -H 'Idempotency-Key: signup-{t}' -d '{{"email":"alice-{t}@example.com","name":"Alice","password":"correct horse {t}"}}' | field '["id"]'); echo "user $USER_ID"
+TOKEN=$(tf -X POST {b}/api/sessions -d '{{"email":"alice-{t}@example.com","password":"correct horse {t}"}}' | field '["token"]')
+AUTH="Authorization: Bearer $TOKEN"
+# 2. she holds seat {seat['label']} (retrying with the same Idempotency-Key never holds twice)
+RES_ID=$(tf -X POST {r}/api/reserve -H "$AUTH" -H 'Idempotency-Key: hold-{t}' -d '{{"seat_id":"{seat['id']}"}}' | field '["id"]'); echo "reservation $RES_ID"
+# 3. Bob wants the same seat: 409 SEAT_UNAVAILABLE (and without a token at all: 401)
+tf -X POST {b}/api/users -d '{{"email":"bob-{t}@example.com","name":"Bob","password":"battery staple {t}"}}' >/dev/null
+BOB="Authorization: Bearer $(tf -X POST {b}/api/sessions -d '{{"email":"bob-{t}@example.com","password":"battery staple {t}"}}' | field '["token"]')"
+tf -X POST {r}/api/reserve -H "$BOB" -d '{{"seat_id":"{seat['id']}"}}'
+tf -X POST {r}/api/reserve -d '{{"seat_id":"{seat['id']}"}}'
+# 4. the hold reaches billing over the link as an order, pending payment (Bob cannot see it: 404)
+until tf -H "$AUTH" {b}/api/orders/$RES_ID | grep -q pending; do sleep 0.1; done; tf -H "$AUTH" {b}/api/orders/$RES_ID | field '["status"]'
+tf -H "$BOB" {b}/api/orders/$RES_ID
 # 5. pay (mock gateway); the ticket's code is what the door scans
-CODE=$(tf -X POST {b}/api/orders/$RES_ID/pay -H 'Idempotency-Key: pay-{t}' | field '["tickets"][0]["code"]'); echo "ticket $CODE"
+CODE=$(tf -X POST -H "$AUTH" {b}/api/orders/$RES_ID/pay -H 'Idempotency-Key: pay-{t}' | field '["tickets"][0]["code"]'); echo "ticket $CODE"
 # 6. the payment crosses the bridge and RabbitMQ; the portal finalizes the sale: the seat is sold
-until tf {r}/api/reservations/$RES_ID | grep -q confirmed; do sleep 0.1; done; tf {r}/api/reservations/$RES_ID | field '["status"]'
+until tf -H "$AUTH" {r}/api/reservations/$RES_ID | grep -q confirmed; do sleep 0.1; done; tf -H "$AUTH" {r}/api/reservations/$RES_ID | field '["status"]'
 tf {r}/api/events/{event['id']}/seats | python3 -c "import json,sys; print('seat {seat['label']}:', next(s['status'] for s in json.load(sys.stdin)['seats'] if s['id'] == '{seat['id']}'))"
 # 7. and Alice has exactly one notification
-tf "{p}/api/notifications?user_id=$USER_ID" | field '["notifications"][0]["kind"]'
-# 8. at the door: the first scan admits, the second says when the first was
-tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
-tf -X POST {b}/api/checkin -d '{{"code":"'$CODE'"}}'
+tf -H "$AUTH" "{p}/api/notifications" | field '["notifications"][0]["kind"]'
+# 8. at the door (door staff log in; `ticketflow users create --role door` makes such an account):
+#    the first scan admits, the second says when the first was
+{Path(sys.executable).parent}/ticketflow users create --role door --email door-{t}@example.com --name Door --password 'door staff {t}' >/dev/null
+DOOR="Authorization: Bearer $(tf -X POST {b}/api/sessions -d '{{"email":"door-{t}@example.com","password":"door staff {t}"}}' | field '["token"]')"
+tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
+tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 """
 
 
@@ -165,7 +192,7 @@ def run_all() -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         urls = start_all(settings)
-        print(demo(urls))
+        print(demo(urls, operator_token(daemon_env(settings))))
         pids, _ = daemon_dirs(settings)
         while not stop:
             for spec in DAEMONS:

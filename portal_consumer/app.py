@@ -7,7 +7,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from pathlib import Path
+
 from deploy.runtime.aio import Background
+from deploy.runtime.auth import TokenVerifier, auth_middleware
+from deploy.runtime.config import require
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
@@ -29,7 +33,10 @@ class PortalConsumer:
         self.instance = instance_name(settings.instance, settings.http_port)
         self.db = Database(settings.pg_dsn, max_size=10)
         self.store = PortalStore(self.db)
-        self.peers = Peers(settings.reservation_url, settings.billing_url, settings.http_timeout)
+        require(settings, "token_public_keys", "notifications are shown to their owner only")
+        self.verifier = TokenVerifier(Path(settings.token_public_keys))
+        self.peers = Peers(settings.reservation_url, settings.billing_url, settings.http_timeout,
+                           settings.service_token_file)
         sink = WebhookSink(settings.webhook, settings.http_timeout) if settings.webhook else LogSink()
         self.dispatcher = Dispatcher(self.store, sink)
         self.consumer = Consumer(settings, SaleFinalizer(self.store, self.peers), on_processed=self.dispatcher.kick)
@@ -47,7 +54,8 @@ class PortalConsumer:
     async def start(self) -> None:
         await self.db.start()
         await self.peers.start()
-        app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware])
+        app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware],
+                       auth=auth_middleware(api.SPEC, self.verifier))
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
         self.background.spawn("startup", self._migrate_then_work)
 

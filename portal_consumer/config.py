@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, instance_setting, log_level_setting, port,
-                                   positive_float, positive_int, setting)
+                                   positive_float, positive_int, service_token_setting, setting,
+                                   token_public_keys_setting)
 
 
 @dataclass(frozen=True)
@@ -26,5 +27,7 @@ class Settings:
                                   "timeout of each call to reservation, billing and the webhook")
     webhook: str = setting("TICKETFLOW_NOTIFY_WEBHOOK", "", str,
                            "POST each notification here as JSON (retried with backoff); unset: log only")
+    token_public_keys: str = token_public_keys_setting()
+    service_token_file: str = service_token_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()

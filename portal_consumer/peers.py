@@ -1,52 +1,40 @@
-"""Calls to the reservation and billing daemons. Every call has a timeout.
+"""The portal's calls to the reservation and billing daemons, as the ``service`` role.
 
-:class:`PeerUnavailable` means "try again later" (connection refused, timeout,
-503, any 5xx); any other answer is returned for the caller to act on.
+Built on :class:`deploy.runtime.peer.Peer` (timeouts, the service token,
+:class:`PeerUnavailable` for "try again later").
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-import aiohttp
+from deploy.runtime.peer import Peer, PeerUnavailable, ServiceToken
 
-
-class PeerUnavailable(ConnectionError):
-    """A daemon the portal depends on did not answer usefully; the work is retried, not failed."""
+__all__ = ["PeerUnavailable", "Peers"]
 
 
 class Peers:
-    def __init__(self, reservation_url: str, billing_url: str, timeout: float) -> None:
-        self.reservation_url = reservation_url.rstrip("/")
-        self.billing_url = billing_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        self.session: aiohttp.ClientSession | None = None
+    def __init__(self, reservation_url: str, billing_url: str, timeout: float, token_file: str = "") -> None:
+        token = ServiceToken(token_file)
+        self.reservation = Peer(reservation_url, token, timeout)
+        self.billing = Peer(billing_url, token, timeout)
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(timeout=self.timeout)
+        await self.reservation.start()
+        await self.billing.start()
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
-
-    async def _post(self, url: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        assert self.session is not None
-        try:
-            async with self.session.post(url, json=body, headers=headers) as response:
-                payload = await response.json(content_type=None)
-                if response.status >= 500:
-                    raise PeerUnavailable(f"{url} answered {response.status}")
-                return response.status, payload
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise PeerUnavailable(f"{url}: {exc!r}") from exc
+        await self.reservation.close()
+        await self.billing.close()
 
     async def confirm(self, reservation_id: str) -> tuple[int, Any]:
-        return await self._post(f"{self.reservation_url}/api/reservations/{reservation_id}/confirm")
+        return await self.reservation.call("POST", f"/api/reservations/{reservation_id}/confirm")
 
-    async def release_sold(self, reservation_id: str) -> tuple[int, Any]:
-        return await self._post(f"{self.reservation_url}/api/reservations/{reservation_id}/release")
+    async def release_sold(self, reservation_id: str, refund_id: str | None) -> tuple[int, Any]:
+        """Give a refunded sale's seats back; the reservation daemon checks the refund with billing."""
+        return await self.reservation.call("POST", f"/api/reservations/{reservation_id}/release",
+                                           {"refund_id": refund_id})
 
     async def refund(self, order_id: str, reason: str, key: str) -> tuple[int, Any]:
-        return await self._post(f"{self.billing_url}/api/orders/{order_id}/refund", {"reason": reason},
-                                {"Idempotency-Key": key})
+        return await self.billing.call("POST", f"/api/orders/{order_id}/refund", {"reason": reason},
+                                       {"Idempotency-Key": key})

@@ -79,7 +79,7 @@ class SaleFinalizer:
 
     async def _release(self, data: dict[str, Any]) -> tuple[str, list[Notification]]:
         _need(data, "order_id", "reservation_id", "user_id")
-        status, body = await self.peers.release_sold(data["reservation_id"])
+        status, body = await self.peers.release_sold(data["reservation_id"], data.get("refund_id"))
         if status == 404:
             return "nothing_to_release", []
         if status != 200:

@@ -1,20 +1,46 @@
-"""HTTP handlers of the reservation daemon: validate, call the store, shape the response."""
+"""HTTP handlers of the reservation daemon: validate, check who is asking, call the store, shape the response.
+
+Who may call each operation is declared in openapi.py and enforced by deploy.runtime.auth;
+the per-resource rule (a reservation is its buyer's, and its event organizer's) is checked here.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from deploy.runtime import validation as v
-from deploy.runtime.http import NotFound, Unprocessable, idempotency, json_response, read_json, service_routes
+from deploy.runtime.auth import ORGANIZER, Forbidden, principal, require_visible
+from deploy.runtime.http import (Conflict, NotFound, Unprocessable, idempotency, json_response, read_json,
+                                 service_routes)
+from deploy.runtime.peer import Peer
 from deploy.runtime.ids import uuid7
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import SPEC
 from reservation_daemon.store import ReservationStore, Section
 
 SEAT_STATUSES = ("available", "held", "sold")
+RESERVATION_NOT_FOUND = NotFound("no such reservation", code="RESERVATION_NOT_FOUND")
 
 
-def routes(settings: Settings, store: ReservationStore, ready, instance: str) -> list[web.RouteDef]:
+def routes(settings: Settings, store: ReservationStore, ready, instance: str, billing: Peer) -> list[web.RouteDef]:
+    def holder(request: web.Request, body: dict) -> str:
+        """Whom a hold is for: the caller; a service names the buyer it acts for."""
+        caller = principal(request)
+        if caller.is_service:
+            return v.text(body, "user_id")
+        named = v.text(body, "user_id", required=False, default=None)
+        if named is not None and named != caller.subject:
+            raise Forbidden("user_id must be your own (or omitted)", code="USER_ID_MISMATCH")
+        return caller.subject
+
+    async def visible_reservation(request: web.Request, reservation_id) -> dict:
+        parties = await store.reservation_parties(reservation_id)
+        if parties is None:
+            raise RESERVATION_NOT_FOUND
+        require_visible(principal(request), owner=parties["user_id"], organizer=parties["organizer_id"],
+                        not_found=RESERVATION_NOT_FOUND)
+        return dict(parties)
+
     async def create_event(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         layout = v.obj(body.get("layout"), "layout")
@@ -38,10 +64,13 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
         if total > settings.max_layout_seats:
             raise Unprocessable(f"layout has {total} seats; the limit is {settings.max_layout_seats}",
                                 code="LAYOUT_TOO_LARGE", details={"seats": total})
+        caller = principal(request)
+        organizer = caller.subject if caller.role == ORGANIZER else v.text(
+            body, "organizer_id", required=False, default=None)  # a service may name the organizer
         status, event = await store.create_event(
             uuid7(), v.text(body, "name"), v.text(body, "venue"), v.timestamp(body, "starts_at"),
             v.text(body, "description", min_len=0, max_len=5000, required=False), sections,
-            idempotency(request, body),
+            idempotency(request, body), organizer_id=organizer,
         )
         return json_response(event, status)
 
@@ -73,23 +102,25 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
     async def reserve_one(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         seat_id = v.uuid_field(body, "seat_id")
-        return await hold(request, None, [seat_id], v.text(body, "user_id"), body)
+        return await hold(request, None, [seat_id], holder(request, body), body)
 
     async def reserve_many(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         event_id = v.uuid_field(body, "event_id")
         seat_ids = v.uuid_list(body, "seat_ids", max_items=settings.max_seats)
-        return await hold(request, event_id, seat_ids, v.text(body, "user_id"), body)
+        return await hold(request, event_id, seat_ids, holder(request, body), body)
 
     async def get_reservation(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
+        await visible_reservation(request, reservation_id)
         reservation = await store.get_reservation(reservation_id)
         if reservation is None:
-            raise NotFound("no such reservation", code="RESERVATION_NOT_FOUND")
+            raise RESERVATION_NOT_FOUND
         return json_response(reservation)
 
     async def cancel(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
+        await visible_reservation(request, reservation_id)
         status, result = await store.cancel(reservation_id)
         return json_response(result, status)
 
@@ -100,8 +131,24 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str) ->
 
     async def release(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
+        body = v.obj(await read_json(request)) if request.can_read_body else {}
+        refund_id = v.text(body, "refund_id", required=False, default=None)
+        parties = await store.reservation_parties(reservation_id)
+        if parties is not None and parties["status"] == "confirmed":
+            # A sold seat goes back on sale only as part of a refund billing really made.
+            await require_refund(str(reservation_id), refund_id)
         status, result = await store.release_sold(reservation_id)
         return json_response(result, status)
+
+    async def require_refund(order_id: str, refund_id: str | None) -> None:
+        if refund_id is None:
+            raise Conflict("a sold reservation is released only as part of a refund: name its refund_id",
+                           code="REFUND_REQUIRED")
+        status, order = await billing.call("GET", f"/api/orders/{order_id}")
+        refunds = order.get("refunds", []) if status == 200 and isinstance(order, dict) else []
+        if not any(isinstance(r, dict) and r.get("id") == refund_id for r in refunds):
+            raise Conflict("billing knows no such refund of this order; the seats stay sold",
+                           code="REFUND_NOT_FOUND", details={"refund_id": refund_id})
 
     return [
         *service_routes(ready, instance, SPEC),

@@ -7,7 +7,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from pathlib import Path
+
 from deploy.runtime.aio import Background
+from deploy.runtime.auth import TokenVerifier, auth_middleware
+from deploy.runtime.config import require
+from deploy.runtime.peer import Peer, ServiceToken
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
@@ -26,6 +31,9 @@ class ReservationDaemon:
         self.instance = instance_name(settings.instance, settings.http_port)
         self.db = Database(settings.pg_dsn, max_size=settings.pool_size)
         self.store = ReservationStore(self.db)
+        require(settings, "token_public_keys", "holds and reservations are for authenticated callers")
+        self.verifier = TokenVerifier(Path(settings.token_public_keys))
+        self.billing = Peer(settings.billing_url, ServiceToken(settings.service_token_file), settings.peer_timeout)
         self.relay = make_relay(settings, self.store, node=self.instance)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
@@ -42,8 +50,9 @@ class ReservationDaemon:
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance), self.settings.rate_limit,
-                       [self.schema.middleware])
+        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance, self.billing),
+                       self.settings.rate_limit, [self.schema.middleware],
+                       auth=auth_middleware(api.SPEC, self.verifier))
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
         self.background.spawn("startup", self._migrate_then_work)
 
@@ -58,4 +67,5 @@ class ReservationDaemon:
             await self._runner.cleanup()  # stop accepting, finish in-flight requests
         await self.relay.stop()
         await self.background.cancel()
+        await self.billing.close()
         await self.db.close()

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from deploy.runtime.config import (host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
                                    link_window_setting, load, log_level_setting, port, positive_float, positive_int,
-                                   rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, setting)
+                                   rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, service_token_setting,
+                                   setting, token_public_keys_setting)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,13 @@ class Settings:
     retention_hours: float = retention_hours_setting()
     idempotency_hours: float = idempotency_hours_setting()
     rate_limit: int = rate_limit_setting()
+    token_public_keys: str = token_public_keys_setting()
+    service_token_file: str = service_token_setting()
+    billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str,
+                               "billing's API: asked whether a sold reservation really was refunded before its "
+                               "seats are released")
+    peer_timeout: float = setting("TICKETFLOW_PEER_TIMEOUT_SECONDS", 5.0, positive_float,
+                                  "timeout of each call to another daemon")
     instance: str = instance_setting()
     log_level: str = log_level_setting()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.runtime.auth import BUYER, ORGANIZER, SERVICE, access
 from deploy.runtime.openapi import TIME, UUID, document, error, json_body, path_uuid, ref
 
 IDEMPOTENCY_KEY = {
@@ -27,6 +28,7 @@ HOLD_RESPONSES = {
     "201": json_body(ref("Reservation"), "the hold"),
     **COMMON_ERRORS,
     "404": error("SEAT_NOT_FOUND or EVENT_NOT_FOUND"),
+    "403": error("USER_ID_MISMATCH: user_id names someone else; FORBIDDEN: the role may not hold seats"),
     "409": error("SEAT_UNAVAILABLE: a seat is already held or sold; REQUEST_IN_PROGRESS: a request with this "
                  "Idempotency-Key is still running"),
     "422": error("VALIDATION_FAILED, SEAT_NOT_IN_EVENT, MIXED_CURRENCIES or IDEMPOTENCY_KEY_REUSED"),
@@ -36,25 +38,29 @@ HOLD_RESPONSES = {
 PATHS: dict[str, Any] = {
     "/api/events": {
         "post": {
-            "summary": "Create an event with its seat layout",
+            "summary": "Create an event with its seat layout (an organizer owns the events it creates; a service "
+                       "may name the organizer_id)",
+            **access(ORGANIZER, SERVICE),
             "parameters": [IDEMPOTENCY_KEY],
             "requestBody": {"required": True, "content": {"application/json": {"schema": ref("NewEvent")}}},
             "responses": {"201": json_body(ref("Event"), "the event, with seat counts"), **COMMON_ERRORS,
                           "409": error("REQUEST_IN_PROGRESS: a request with this Idempotency-Key is running"),
                           "422": error("VALIDATION_FAILED, LAYOUT_TOO_LARGE or IDEMPOTENCY_KEY_REUSED")},
         },
-        "get": {"summary": "List events", "responses": {"200": json_body(
+        "get": {"summary": "List events", **access(), "responses": {"200": json_body(
             {"type": "object", "required": ["events"],
              "properties": {"events": {"type": "array", "items": ref("Event")}}}, "all events"),
             "503": COMMON_ERRORS["503"]}},
     },
     "/api/events/{event_id}": {"get": {
         "summary": "One event with counts of available, held and sold seats",
+        **access(),
         "parameters": [path_uuid("event_id")],
         "responses": {"200": json_body(ref("Event"), "the event"), "404": error("EVENT_NOT_FOUND"),
                       "503": COMMON_ERRORS["503"]}}},
     "/api/events/{event_id}/seats": {"get": {
         "summary": "Every seat of an event with its status",
+        **access(),
         "parameters": [path_uuid("event_id"), {"name": "status", "in": "query", "required": False,
                        "schema": {"enum": ["available", "held", "sold"]}}],
         "responses": {"200": json_body({"type": "object", "required": ["event_id", "seats"], "properties": {
@@ -62,26 +68,31 @@ PATHS: dict[str, Any] = {
             "404": error("EVENT_NOT_FOUND"), "422": error("VALIDATION_FAILED (bad status filter)"),
             "503": COMMON_ERRORS["503"]}}},
     "/api/reserve": {"post": {
-        "summary": "Hold one seat (the simple form existing clients use)",
+        "summary": "Hold one seat (the simple form existing clients use). user_id may be omitted and, if "
+                   "present, must be the caller's; a service names the buyer it acts for",
+        **access(BUYER, SERVICE),
         "parameters": [IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["seat_id", "user_id"],
+            "type": "object", "required": ["seat_id"],
             "properties": {"seat_id": UUID, "user_id": {"type": "string", "minLength": 1, "maxLength": 200}}}}}},
         "responses": HOLD_RESPONSES}},
     "/api/reservations": {"post": {
-        "summary": "Hold several seats of one event, all or nothing",
+        "summary": "Hold several seats of one event, all or nothing (user_id as for /api/reserve)",
+        **access(BUYER, SERVICE),
         "parameters": [IDEMPOTENCY_KEY],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["event_id", "seat_ids", "user_id"],
+            "type": "object", "required": ["event_id", "seat_ids"],
             "properties": {"event_id": UUID, "seat_ids": {"type": "array", "items": UUID, "minItems": 1,
                                                           "uniqueItems": True},
                            "user_id": {"type": "string", "minLength": 1, "maxLength": 200}}}}}},
         "responses": HOLD_RESPONSES}},
     "/api/reservations/{reservation_id}": {
-        "get": {"summary": "A reservation", "parameters": [path_uuid("reservation_id")],
+        "get": {"summary": "A reservation (its buyer, its event's organizer, services)",
+                **access(BUYER, ORGANIZER, SERVICE, owner=True), "parameters": [path_uuid("reservation_id")],
                 "responses": {"200": json_body(ref("Reservation"), "the reservation"),
                               "404": error("RESERVATION_NOT_FOUND"), "503": COMMON_ERRORS["503"]}},
         "delete": {"summary": "Release a hold (releasing twice answers the same)",
+                   **access(BUYER, SERVICE, owner=True),
                    "parameters": [path_uuid("reservation_id")],
                    "responses": {"200": json_body(ref("Reservation"), "the released reservation"),
                                  "404": error("RESERVATION_NOT_FOUND"),
@@ -90,6 +101,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/reservations/{reservation_id}/confirm": {"post": {
         "summary": "Turn a live hold into a sale (used by the portal consumer; confirming twice answers the same)",
+        **access(SERVICE),
         "parameters": [path_uuid("reservation_id")],
         "responses": {"200": json_body(ref("Reservation"), "the confirmed reservation"),
                       "404": error("RESERVATION_NOT_FOUND"),
@@ -97,10 +109,18 @@ PATHS: dict[str, Any] = {
                       "503": COMMON_ERRORS["503"]}}},
     "/api/reservations/{reservation_id}/release": {"post": {
         "summary": "Give a sold reservation's seats back after its payment was refunded (used by the "
-                   "portal consumer). A reservation that was never sold is returned unchanged.",
+                   "portal consumer). A reservation that was never sold is returned unchanged. A sold one is "
+                   "released only if billing confirms the named refund of its order.",
+        **access(SERVICE),
         "parameters": [path_uuid("reservation_id")],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"refund_id": {"type": ["string", "null"]}}}}}},
         "responses": {"200": json_body(ref("Reservation"), "the reservation, now cancelled if it was sold"),
-                      "404": error("RESERVATION_NOT_FOUND"), "503": COMMON_ERRORS["503"]}}},
+                      "404": error("RESERVATION_NOT_FOUND"),
+                      "409": error("REFUND_REQUIRED: no refund_id named; REFUND_NOT_FOUND: billing knows no such "
+                                   "refund of this order"),
+                      **COMMON_ERRORS, "503": error("billing or the database is unavailable; retry after "
+                                                    "Retry-After (DEPENDENCY_UNAVAILABLE)")}}},
 }
 
 SCHEMAS: dict[str, Any] = {
@@ -137,6 +157,7 @@ SCHEMAS: dict[str, Any] = {
                     "required": ["id", "event_id", "user_id", "status", "seats", "amount_minor", "currency",
                                  "created_at", "expires_at"],
                     "properties": {"id": UUID, "event_id": UUID, "user_id": {"type": "string"},
+                                   "organizer_id": {"type": ["string", "null"]},
                                    "status": {"enum": ["held", "cancelled", "expired", "confirmed"]},
                                    "seats": {"type": "array", "items": ref("HeldSeat")},
                                    "amount_minor": {"type": "integer", "minimum": 0},

@@ -194,3 +194,28 @@ def instance_setting() -> Any:
 
 def log_level_setting() -> Any:
     return setting("TICKETFLOW_LOG_LEVEL", "info", log_level, "debug, info, warning or error")
+
+
+# --- who may call: tokens (deploy.runtime.auth) ------------------------------------
+
+
+def optional_path(raw: str) -> str:
+    return raw.strip()
+
+
+def token_public_keys_setting() -> Any:
+    return setting("TICKETFLOW_TOKEN_PUBLIC_KEYS", "", optional_path,
+                   "directory (or file) of Ed25519 public keys (*.pem) that verify bearer tokens; "
+                   "`ticketflow stack up` creates one for development")
+
+
+def service_token_setting() -> Any:
+    return setting("TICKETFLOW_SERVICE_TOKEN_FILE", "", optional_path,
+                   "file holding this daemon's service token for calls to other daemons (provisioned by the stack)")
+
+
+def require(settings: Any, field_name: str, why: str) -> None:
+    """Fail start-up with the variable's name when a setting the daemon cannot run without is empty."""
+    field = next(f for f in dataclasses.fields(settings) if f.name == field_name)
+    if not getattr(settings, field_name):
+        raise ConfigError(field.metadata["env"], "", f"required: {why}")

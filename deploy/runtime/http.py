@@ -108,8 +108,16 @@ MAX_IDEMPOTENCY_KEY = 200
 
 
 def idempotency(request: web.Request, body: Any, required: bool = False) -> tuple[str, str, str] | None:
-    """(scope, key, request hash) from the ``Idempotency-Key`` header, scoped to the path."""
+    """(scope, key, request hash) from the ``Idempotency-Key`` header, scoped to the caller and the path.
+
+    Scoped to the caller so another caller's key (guessed or leaked) never returns
+    someone else's stored response. Anonymous callers (sign-up) have no identity to
+    scope by, so their scope is the request itself: only the identical request finds
+    the stored answer. A ``password`` never enters the stored hash.
+    """
     import hashlib
+
+    from deploy.runtime.auth import principal
 
     key = request.headers.get("Idempotency-Key")
     if key is None:
@@ -120,8 +128,12 @@ def idempotency(request: web.Request, body: Any, required: bool = False) -> tupl
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise Unprocessable(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
                             details={"field": "Idempotency-Key"})
+    if isinstance(body, dict) and "password" in body:
+        body = {k: v for k, v in body.items() if k != "password"}
     request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return request.path, key, request_hash
+    caller = principal(request)
+    scope = f"anonymous:{request_hash[:32]}" if caller.anonymous else caller.scope
+    return f"{scope}|{request.path}", key, request_hash
 
 
 def is_dependency_down(exc: BaseException) -> bool:
@@ -236,10 +248,14 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
 
 
 def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
-             middlewares: Sequence[Callable[..., Any]] = ()) -> web.Application:
-    """An aiohttp app with the shared error envelope, per-client limiting if ``rate_limit`` > 0,
+             middlewares: Sequence[Callable[..., Any]] = (), *, auth: Callable[..., Any] | None = None,
+             ) -> web.Application:
+    """An aiohttp app with the shared error envelope, the access rules (``auth``, from
+    :func:`deploy.runtime.auth.auth_middleware`), per-client limiting if ``rate_limit`` > 0,
     then ``middlewares``."""
     chain = [error_middleware]
+    if auth is not None:
+        chain.append(auth)
     if rate_limit > 0:
         chain.append(RateLimiter(rate_limit).middleware)
     app = web.Application(middlewares=[*chain, *middlewares], client_max_size=MAX_BODY)

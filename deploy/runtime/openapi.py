@@ -33,15 +33,18 @@ def path_uuid(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": UUID}
 
 
+PUBLIC: dict[str, Any] = {"security": []}
+
 SERVICE_PATHS: dict[str, Any] = {
-    "/health": {"get": {"summary": "The process is alive", "responses": {
+    "/health": {"get": {"summary": "The process is alive", **PUBLIC, "responses": {
         "200": json_body({"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
                          "alive")}}},
-    "/ready": {"get": {"summary": "The daemon can do its job right now (its dependencies answer)", "responses": {
+    "/ready": {"get": {"summary": "The daemon can do its job right now (its dependencies answer)", **PUBLIC,
+                       "responses": {
         "200": json_body(ref("Readiness"), "ready"), "503": json_body(ref("Readiness"), "not ready")}}},
-    "/openapi.json": {"get": {"summary": "This document", "responses": {
+    "/openapi.json": {"get": {"summary": "This document", **PUBLIC, "responses": {
         "200": json_body({"type": "object"}, "OpenAPI 3.1 document")}}},
-    "/api/instance": {"get": {"summary": "Which replica answered (for load-balancer drills)", "responses": {
+    "/api/instance": {"get": {"summary": "Which replica answered (for load-balancer drills)", **PUBLIC, "responses": {
         "200": json_body(ref("Instance"), "this replica")}}},
 }
 
@@ -57,6 +60,17 @@ COMMON_SCHEMAS: dict[str, Any] = {
 }
 
 
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+               "description": "An EdDSA-signed JWT from billing's POST /api/sessions (people) or provisioned by "
+                              "the stack (services). The roles an operation accepts are listed in its security "
+                              "requirement; x-ticketflow-owner: true means a buyer reaches only resources it owns "
+                              "(organizers those of their events) and anyone else gets 404."},
+}
+ACCESS_NOTE = (" Every operation declares who may call it in `security` (empty: public); roles are buyer, "
+               "organizer, door and service.")
+
+
 def document(title: str, description: str, paths: dict[str, Any], schemas: dict[str, Any] | None = None,
              rate_limited: bool = False) -> dict[str, Any]:
     """A whole OpenAPI 3.1 document: the daemon's ``paths`` and ``schemas`` beside the shared ones.
@@ -66,10 +80,17 @@ def document(title: str, description: str, paths: dict[str, Any], schemas: dict[
     """
     spec = copy.deepcopy({
         "openapi": "3.1.0",
-        "info": {"title": title, "version": VERSION, "description": description},
+        "info": {"title": title, "version": VERSION, "description": description + ACCESS_NOTE},
         "paths": {**SERVICE_PATHS, **paths},
-        "components": {"schemas": {**COMMON_SCHEMAS, **(schemas or {})}},
+        "components": {"schemas": {**COMMON_SCHEMAS, **(schemas or {})}, "securitySchemes": SECURITY_SCHEMES},
     })
+    for operations in spec["paths"].values():
+        for operation in operations.values():
+            if operation.get("security"):
+                operation["responses"].setdefault(
+                    "401", error("UNAUTHORIZED: no bearer token, or one that does not verify (expired, revoked, "
+                                 "unknown key); see WWW-Authenticate"))
+                operation["responses"].setdefault("403", error("FORBIDDEN: the token's role may not do this"))
     if rate_limited:
         for path, operations in spec["paths"].items():
             if path.startswith("/api/"):

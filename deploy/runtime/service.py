@@ -66,4 +66,12 @@ def main(service: str, settings_cls: type[S], make: Callable[[S], Daemon]) -> No
     if getattr(settings, "link_secret", None) == DEV_LINK_SECRET:
         # Fine on a laptop; anywhere else anyone who can reach the link ports could feed the stream.
         log.warning("development_link_secret", hint="set TICKETFLOW_LINK_SECRET to a shared secret of your own")
-    uvloop.run(serve(make(settings)))
+    try:
+        daemon = make(settings)  # checks what it cannot run without (keys, required settings)
+    except ConfigError as exc:
+        print(f"{service}: bad configuration: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, ValueError) as exc:  # a key file missing or not a key
+        print(f"{service}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(2)
+    uvloop.run(serve(daemon))

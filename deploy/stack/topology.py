@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deploy.stack import packages
+from deploy.stack.keys import Keys
 from deploy.stack.mariadb import MariaDB
 from deploy.stack.postgres import Postgres
 from deploy.stack.rabbitmq import RabbitMQ
@@ -23,6 +24,7 @@ from deploy.stack.settings import StackSettings, stack_settings
 class Topology:
     name: str
     servers: list[Server]
+    keys: Keys | None = field(default=None)  # development token keys and service tokens
 
     def __iter__(self) -> Iterator[Server]:
         return iter(self.servers)
@@ -46,7 +48,10 @@ class Topology:
         self.install()
         with ThreadPoolExecutor(len(self.servers)) as pool:
             results = {s.name: pool.submit(s.up) for s in self.servers}
-            return {name: future.result() for name, future in results.items()}
+            states = {name: future.result() for name, future in results.items()}
+        if self.keys is not None:
+            states["keys"] = self.keys.ensure()
+        return states
 
     def down(self) -> dict[str, bool]:
         with ThreadPoolExecutor(len(self.servers)) as pool:
@@ -62,12 +67,14 @@ class Topology:
         merged: dict[str, str] = {}
         for server in self.servers:
             merged.update(server.env())
+        if self.keys is not None:
+            merged.update(self.keys.env())
         return merged
 
 
 def local(settings: StackSettings | None = None) -> Topology:
     settings = settings or stack_settings()
-    return Topology("local", [Postgres(settings), MariaDB(settings), RabbitMQ(settings)])
+    return Topology("local", [Postgres(settings), MariaDB(settings), RabbitMQ(settings)], Keys(settings.root))
 
 
 TOPOLOGIES = {"local": local}

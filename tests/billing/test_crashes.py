@@ -169,7 +169,7 @@ async def test_a_host_list_dsn_moves_past_a_dead_host(pipeline):
     live = pipeline.maria_dsn.split("@", 1)[1]  # 127.0.0.1:port/db
     dsn = f"mysql://ticketflow:ticketflow@127.0.0.1:{free_port()},{live}"
     billing = await pipeline.billing(TICKETFLOW_MARIADB_DSN=dsn)
-    created = await billing.api.post("/api/users", {"email": "multi@example.com", "name": "M"})
+    created = await billing.api.post("/api/users", {"email": "multi@example.com", "name": "M", "password": "pw-0123456789"})
     assert created.status == 201
 
 

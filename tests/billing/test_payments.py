@@ -20,7 +20,7 @@ def seed_declining_then_approving(rate: float) -> int:
 async def test_reserve_opens_an_order_pay_issues_tickets_and_payment_succeeded_leaves(pipeline):
     reservation, billing = await pipeline.reservation(), await pipeline.billing()
     pipeline.start_bridge_stand_in()
-    user = (await billing.api.post("/api/users", {"email": "ana@example.com", "name": "Ana"})).body
+    user = (await billing.api.post("/api/users", {"email": "ana@example.com", "name": "Ana", "password": "pw-0123456789"})).body
     held = await hold_one(reservation, user["id"], seats=3)
     await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing in billing")
     order = (await billing.api.get(f"/api/orders/{held['id']}")).body
@@ -147,11 +147,11 @@ async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline):
 
 async def test_users_are_validated_and_emails_unique(pipeline):
     billing = await pipeline.billing()
-    created = await billing.api.post("/api/users", {"email": "Bo@Example.com", "name": "Bo"})
+    created = await billing.api.post("/api/users", {"email": "Bo@Example.com", "name": "Bo", "password": "pw-0123456789"})
     assert created.status == 201 and created.body["email"] == "bo@example.com"
-    duplicate = await billing.api.post("/api/users", {"email": "bo@example.com", "name": "Other Bo"})
+    duplicate = await billing.api.post("/api/users", {"email": "bo@example.com", "name": "Other Bo", "password": "pw-0123456789"})
     assert duplicate.status == 409 and duplicate.body["error"]["code"] == "EMAIL_TAKEN"
-    for bad in ({"email": "not-an-email", "name": "x"}, {"email": "a@b.co"}, [1]):
+    for bad in ({"email": "not-an-email", "name": "x", "password": "pw-0123456789"}, {"email": "a@b.co"}, [1]):
         reply = await billing.api.post("/api/users", bad)
         assert reply.status == 422, bad
     assert (await billing.api.get(f"/api/users/{created.body['id']}")).body == created.body
@@ -165,7 +165,7 @@ async def test_users_are_validated_and_emails_unique(pipeline):
 
 async def test_a_user_created_with_an_idempotency_key_is_created_once(pipeline):
     billing = await pipeline.billing()
-    body = {"email": "ann@example.com", "name": "Ann"}
+    body = {"email": "ann@example.com", "name": "Ann", "password": "pw-0123456789"}
     # Concurrent retries of one request (the first response was lost, say): one user, one answer.
     replies = await asyncio.gather(*(billing.api.post("/api/users", body, headers={"Idempotency-Key": "signup-1"})
                                      for _ in range(10)))
@@ -185,5 +185,5 @@ async def test_every_billing_route_is_in_the_openapi_document(pipeline):
     from billing_daemon.openapi import SPEC
 
     documented = {(path, method.upper()) for path, ops in SPEC["paths"].items() for method in ops}
-    served = {(r.path, r.method) for r in routes(Settings(), None, None, None, "x")}
+    served = {(r.path, r.method) for r in routes(Settings(), None, None, None, "x", None, None)}
     assert served == documented

@@ -28,7 +28,7 @@ async def notifications(full, user_id: str) -> list[dict]:
 async def test_happy_path_user_reserve_pay_sold_notified_checked_in(full):
     await full.start_all()
     billing, reservation = full["billing"], full["reservation"]
-    user = (await billing.api.post("/api/users", {"email": "e2e@example.com", "name": "E"})).body
+    user = (await billing.api.post("/api/users", {"email": "e2e@example.com", "name": "E", "password": "pw-0123456789"})).body
     held, order = await buy(full, user["id"])
     paid_at = time.monotonic()
 
@@ -142,7 +142,7 @@ async def test_notifications_reach_a_webhook_that_fails_at_first(full):
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         await full.start_all(TICKETFLOW_NOTIFY_WEBHOOK=f"http://127.0.0.1:{port}/hook")
-        user = (await full["billing"].api.post("/api/users", {"email": "hook@example.com", "name": "H"})).body
+        user = (await full["billing"].api.post("/api/users", {"email": "hook@example.com", "name": "H", "password": "pw-0123456789"})).body
         held, _ = await buy(full, user["id"])
 
         async def delivered() -> bool:

@@ -9,6 +9,9 @@ from typing import Any
 import aiohttp
 
 from tests.openapi_check import check_response
+from tests.support import auth
+
+_SERVICE = object()  # the default caller: a service token
 
 
 @dataclass
@@ -19,15 +22,29 @@ class Reply:
 
 
 class ApiClient:
-    def __init__(self, base_url: str, spec: dict[str, Any], session: aiohttp.ClientSession) -> None:
+    """Calls one daemon as one caller: by default a service (``token``); ``as_(token)`` for another.
+
+    ``token=None`` calls anonymously. A request's own ``Authorization`` header wins.
+    """
+
+    def __init__(self, base_url: str, spec: dict[str, Any], session: aiohttp.ClientSession,
+                 token: str | None | object = _SERVICE) -> None:
         self.base_url = base_url.rstrip("/")
         self.spec = spec
         self.session = session
         self.checked = 0
+        self.token = auth.token() if token is _SERVICE else token
+
+    def as_(self, token: str | None) -> "ApiClient":
+        """The same daemon, called with ``token`` (None: anonymously)."""
+        return ApiClient(self.base_url, self.spec, self.session, token)
 
     async def request(self, method: str, path: str, *, json_body: Any = None, data: bytes | None = None,
                       headers: dict[str, str] | None = None, timeout: float = 30) -> Reply:
-        kwargs: dict[str, Any] = {"headers": headers or {}, "timeout": aiohttp.ClientTimeout(total=timeout)}
+        headers = dict(headers or {})
+        if self.token is not None:
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+        kwargs: dict[str, Any] = {"headers": headers, "timeout": aiohttp.ClientTimeout(total=timeout)}
         if json_body is not None:
             kwargs["data"] = json.dumps(json_body)
             kwargs["headers"] = {"Content-Type": "application/json", **kwargs["headers"]}

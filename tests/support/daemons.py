@@ -12,6 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.support.auth import auth_env
+
 
 class DaemonProcess:
     def __init__(self, module: str, env: dict[str, str], log_path: Path, ready_url: str | None = None) -> None:
@@ -26,7 +28,7 @@ class DaemonProcess:
         self.starts += 1
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env={**os.environ, **self.env},
+            [sys.executable, "-m", self.module], env={**os.environ, **auth_env(), **self.env},
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         log.close()
