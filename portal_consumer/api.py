@@ -6,7 +6,7 @@ from aiohttp import web
 
 from deploy.runtime import validation as v
 from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access, principal
-from deploy.runtime.http import json_response, service_routes
+from deploy.runtime.http import NotFound, json_response, service_routes
 from deploy.runtime.openapi import document, error, json_body, ref
 from portal_consumer.store import PortalStore
 
@@ -28,6 +28,7 @@ SPEC = document(
             "200": json_body({"type": "object", "required": ["notifications"],
                               "properties": {"notifications": {"type": "array", "items": ref("Notification")}}},
                              "newest first"),
+            "404": error("USER_NOT_FOUND: user_id names someone else"),
             "422": error("VALIDATION_FAILED: user_id is not text a database can store"),
             "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}}},
     {"Notification": NOTE})
@@ -38,8 +39,7 @@ def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:
         caller = principal(request)
         user_id = request.query.get("user_id") or caller.subject
         if user_id != caller.subject and not caller.is_service:
-            # Someone else's notifications: an empty list, as for a user with none (nothing leaks).
-            return json_response({"notifications": []})
+            raise NotFound("no such user", code="USER_NOT_FOUND")  # someone else's: as if no such user
         return json_response({"notifications": await store.notifications(v.storable(user_id, "user_id"))})
 
     return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications)]

@@ -301,12 +301,27 @@ def auth_middleware(spec: dict[str, Any], verifier: TokenVerifier | None, is_rev
     """Authenticate every request and enforce the operation's declared ``security``.
 
     A route the document does not declare is refused (fail closed): a handler
-    added without a rule cannot be reached. ``is_revoked`` (billing) checks a
+    added without a rule cannot be reached. On a public operation a bad or stale
+    token makes the caller anonymous rather than failing the request. ``is_revoked`` (billing) checks a
     logged-out token; other daemons honour logout when the short token expires.
     """
     table = operation_table(spec)
     if undeclared_operations(spec):
         raise ValueError(f"operations without a security declaration: {undeclared_operations(spec)}")
+
+    async def authenticate(request: web.Request) -> Principal:
+        token = bearer_token(request)
+        if token is None:
+            return ANONYMOUS
+        if verifier is None:
+            raise Unauthorized("this daemon has no public keys to verify tokens with", invalid_token=True)
+        try:
+            caller = verifier.verify(token)
+        except InvalidToken as exc:
+            raise Unauthorized(f"invalid token: {exc}", invalid_token=True) from None
+        if is_revoked is not None and await is_revoked(caller):
+            raise Unauthorized("this token was revoked (logged out)", invalid_token=True)
+        return caller
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -319,19 +334,14 @@ def auth_middleware(spec: dict[str, Any], verifier: TokenVerifier | None, is_rev
             if route.resource is None or request.method == "OPTIONS":
                 return await handler(request)  # 404 / 405 from the router: nothing to protect
             raise Forbidden("this operation declares no access rule", code="UNDECLARED_OPERATION")
-        token = bearer_token(request)
-        caller = ANONYMOUS
-        if token is not None:
-            if verifier is None:
-                raise Unauthorized("this daemon has no public keys to verify tokens with", invalid_token=True)
-            try:
-                caller = verifier.verify(token)
-            except InvalidToken as exc:
-                raise Unauthorized(f"invalid token: {exc}", invalid_token=True) from None
-            if is_revoked is not None and await is_revoked(caller):
-                raise Unauthorized("this token was revoked (logged out)", invalid_token=True)
-        request["principal"] = caller
         roles = allowed_roles(operation)
+        try:
+            caller = await authenticate(request)
+        except Unauthorized:
+            if roles is not None:
+                raise
+            caller = ANONYMOUS  # a public operation: a stale or bad token only makes the caller anonymous
+        request["principal"] = caller
         if roles is not None:
             if caller.anonymous:
                 raise Unauthorized("this operation needs a bearer token")

@@ -8,26 +8,43 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-KEYS = st.sampled_from(["email", "name", "code", "reason", "x"])
+KEYS = st.sampled_from(["email", "name", "code", "reason", "password", "x"])
 SCALARS = (st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
            | st.text(max_size=40) | st.sampled_from(["a@b.co", "x" * 300, "\u0000", "\ud800", "é@ü.de"]))
 JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
                     max_leaves=10)
 ORDER = str(uuid.uuid4())  # no such order: every pay or refund of it is refused, whatever the body
-CALLS = st.sampled_from([("/api/users", {}), ("/api/checkin", {}),
+CALLS = st.sampled_from([("/api/users", {}), ("/api/sessions", {}), ("/api/checkin", {}),
                          (f"/api/orders/{ORDER}/pay", {"Idempotency-Key": "fuzz"}),
                          (f"/api/orders/{ORDER}/refund", {})])
+# Every kind of caller, and credentials that are not: none, garbage, a wrong scheme, an expired token.
+CALLERS = st.sampled_from(["anonymous", "buyer", "organizer", "door", "service", "garbage", "basic", "expired"])
+
+
+def caller_headers(caller: str) -> dict[str, str]:
+    from tests.support.auth import token
+
+    if caller == "anonymous":
+        return {}
+    if caller == "garbage":
+        return {"Authorization": "Bearer not.a.token"}
+    if caller == "basic":
+        return {"Authorization": "Basic dXNlcjpwYXNz"}
+    if caller == "expired":
+        return {"Authorization": f"Bearer {token('buyer', ttl=-60)}"}
+    return {"Authorization": f"Bearer {token(caller)}"}
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
-@given(call=CALLS, body=JSON)
-async def test_any_json_body_gets_an_answer_in_the_contract(pipeline, call, body):
+@given(call=CALLS, body=JSON, caller=CALLERS)
+async def test_any_json_body_gets_an_answer_in_the_contract(pipeline, call, body, caller):
     if not hasattr(pipeline, "fuzz_billing"):
         pipeline.fuzz_billing = await pipeline.billing()
     path, headers = call
-    reply = await pipeline.fuzz_billing.api.post(path, body, headers=dict(headers))
-    assert reply.status in (201, 400, 404, 409, 422), (path, body, reply.body)
+    anonymous = pipeline.fuzz_billing.api.as_(None)  # credentials only as the caller_headers say
+    reply = await anonymous.post(path, body, headers={**headers, **caller_headers(caller)})
+    assert reply.status in (201, 400, 401, 403, 404, 409, 422), (path, caller, body, reply.body)
 
 
 @FUZZ

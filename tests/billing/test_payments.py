@@ -6,6 +6,7 @@ import uuid
 
 from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
+from tests.support.auth import token
 
 
 def seed_declining_then_approving(rate: float) -> int:
@@ -112,13 +113,13 @@ async def test_two_simultaneous_scans_of_one_ticket_admit_once(pipeline):
     await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
     code = (await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})).body[
         "tickets"][0]["code"]
-    scans = await asyncio.gather(*(billing.api.post("/api/checkin", {"code": code}) for _ in range(20)))
+    scans = await asyncio.gather(*(billing.api.as_(token("door")).post("/api/checkin", {"code": code}) for _ in range(20)))
     assert sorted(s.status for s in scans).count(200) == 1
     first = next(s.body for s in scans if s.status == 200)
     rejected = [s.body["error"] for s in scans if s.status == 409]
     assert len(rejected) == 19 and all(e["code"] == "ALREADY_CHECKED_IN" for e in rejected)
     assert {e["details"]["checked_in_at"] for e in rejected} == {first["checked_in_at"]}
-    unknown = await billing.api.post("/api/checkin", {"code": "x" * 43})
+    unknown = await billing.api.as_(token("door")).post("/api/checkin", {"code": "x" * 43})
     assert unknown.status == 404 and unknown.body["error"]["code"] == "TICKET_NOT_FOUND"
 
 
@@ -132,7 +133,7 @@ async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline):
     assert refunded.status == 200 and refunded.body["status"] == "refunded"
     assert {t["status"] for t in refunded.body["tickets"]} == {"void"}
     assert (await billing.api.post(f"/api/orders/{held['id']}/refund")).status == 200  # twice is harmless
-    voided = await billing.api.post("/api/checkin", {"code": paid["tickets"][0]["code"]})
+    voided = await billing.api.as_(token("door")).post("/api/checkin", {"code": paid["tickets"][0]["code"]})
     assert voided.status == 404
 
     async def refunded_on_bridge() -> bool:

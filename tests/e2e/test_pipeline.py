@@ -9,6 +9,7 @@ import aio_pika
 from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
 from tests.support.stack import free_port
+from tests.support.auth import token
 
 
 async def buy(full, user_id: str, seats: int = 1) -> tuple[dict, dict]:
@@ -44,8 +45,8 @@ async def test_happy_path_user_reserve_pay_sold_notified_checked_in(full):
     notes = await notifications(full, user["id"])
     assert [n["kind"] for n in notes] == ["purchase_confirmed"] and notes[0]["order_id"] == held["id"]
     code = order["tickets"][0]["code"]
-    assert (await billing.api.post("/api/checkin", {"code": code})).status == 200
-    assert (await billing.api.post("/api/checkin", {"code": code})).status == 409
+    assert (await billing.api.as_(token("door")).post("/api/checkin", {"code": code})).status == 200
+    assert (await billing.api.as_(token("door")).post("/api/checkin", {"code": code})).status == 409
     # Input PostgreSQL cannot store is refused up front, not a 500 from the store.
     odd = await full["portal"].api.get("/api/notifications?user_id=%00")
     assert odd.status == 422 and odd.body["error"]["code"] == "VALIDATION_FAILED"
