@@ -38,7 +38,7 @@ import asyncpg
 from deploy.runtime.amqp import Names
 from deploy.runtime.mysql import MariaDsn
 from deploy.stack.settings import stack_settings
-from deploy.supervisor import DAEMONS, daemon_env, daemon_port
+from deploy.supervisor import DAEMONS, daemon_env, daemon_port, operator_token
 
 
 @dataclass
@@ -138,7 +138,9 @@ def _ms(later: datetime | float, earlier: datetime) -> float:
 async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, Any]:
     env = daemon_env(stack_settings())
     urls = {spec.name: f"http://127.0.0.1:{daemon_port(spec, env)}" for spec in DAEMONS}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
+    # The bench is an operator tool: it calls as the stack's `operator` service (holds for simulated buyers).
+    credential = {"Authorization": f"Bearer {operator_token(env)}"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=credential,
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         for name, url in urls.items():
             try:

@@ -105,6 +105,7 @@ def start_all(settings: StackSettings) -> dict[str, str]:
     pids, logs = daemon_dirs(settings)
     urls = {}
     keys = Keys(settings.root)
+    keys.ensure()  # `stack up` made them; a stack dir of its own (tests, a second checkout) gets them here
     for spec in DAEMONS:
         pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
         url = f"http://127.0.0.1:{daemon_port(spec, env)}"
@@ -171,10 +172,10 @@ until tf -H "$AUTH" {r}/api/reservations/$RES_ID | grep -q confirmed; do sleep 0
 tf {r}/api/events/{event['id']}/seats | python3 -c "import json,sys; print('seat {seat['label']}:', next(s['status'] for s in json.load(sys.stdin)['seats'] if s['id'] == '{seat['id']}'))"
 # 7. and Alice has exactly one notification
 tf -H "$AUTH" "{p}/api/notifications" | field '["notifications"][0]["kind"]'
-# 8. at the door (door staff log in; `ticketflow users create --role door` makes such an account):
-#    the first scan admits, the second says when the first was
+# 8. door staff (an account `ticketflow users create --role door` makes) log in at the door
 {Path(sys.executable).parent}/ticketflow users create --role door --email door-{t}@example.com --name Door --password 'door staff {t}' >/dev/null
 DOOR="Authorization: Bearer $(tf -X POST {b}/api/sessions -d '{{"email":"door-{t}@example.com","password":"door staff {t}"}}' | field '["token"]')"
+#    the first scan admits, the second says when the first was
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 """

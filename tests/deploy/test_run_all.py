@@ -36,17 +36,19 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
                 lines.append(line)
             lines += [supervisor.stdout.readline(), supervisor.stdout.readline()]
             script = "".join(lines[next(i for i, l in enumerate(lines) if l.startswith("tf()")):])
-            pasted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+            pasted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=env)
             out = pasted.stdout.splitlines()
             assert out[0].startswith("user ") and out[1].startswith("reservation "), pasted.stdout + pasted.stderr
             assert json.loads(out[2])["error"]["code"] == "SEAT_UNAVAILABLE"
-            assert out[3] == "pending"
-            assert out[4].startswith("ticket ") and len(out[4].split()[1]) == 43
-            assert out[5] == "confirmed"
-            assert out[6].startswith("seat ") and out[6].endswith(": sold")
-            assert out[7] == "purchase_confirmed"
-            assert json.loads(out[8])["seat_label"]
-            assert json.loads(out[9])["error"]["code"] == "ALREADY_CHECKED_IN"
+            assert json.loads(out[3])["error"]["code"] == "UNAUTHORIZED"  # no token, no hold
+            assert out[4] == "pending"
+            assert json.loads(out[5])["error"]["code"] == "ORDER_NOT_FOUND"  # Bob cannot see Alice's order
+            assert out[6].startswith("ticket ") and len(out[6].split()[1]) == 43
+            assert out[7] == "confirmed"
+            assert out[8].startswith("seat ") and out[8].endswith(": sold")
+            assert out[9] == "purchase_confirmed"
+            assert json.loads(out[10])["seat_label"]
+            assert json.loads(out[11])["error"]["code"] == "ALREADY_CHECKED_IN"
 
             # ticketflow status: everything up, and every link drains to zero lag.
             deadline = time.monotonic() + 30
