@@ -370,7 +370,8 @@ class BillingStore:
                                     " updated_at = NOW(6) WHERE id = %s", (order["id"],))
                 event = ("payment.succeeded", {
                     **base, "seats": seats,
-                    "tickets": [{"id": t[0], "seat_id": t[3], "seat_label": t[4], "code": t[5]} for t in tickets]})
+                    # Ticket ids only: codes admit at the door, and reach only their owner and the door.
+                    "tickets": [{"id": t[0], "seat_id": t[3], "seat_label": t[4]} for t in tickets]})
                 status, body = 200, await self._order(conn, order["id"])
             await self._answer(conn, key, status, body)
             await emit(conn, *event)

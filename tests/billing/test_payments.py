@@ -42,7 +42,14 @@ async def test_reserve_opens_an_order_pay_issues_tickets_and_payment_succeeded_l
     await wait_until(succeeded_on_bridge, 10, "payment.succeeded reaching the bridge stream")
     event = next(e for e in await pipeline.bridge_events() if e["type"] == "payment.succeeded")
     assert event["data"]["order_id"] == held["id"] and event["data"]["amount_minor"] == 7500
-    assert sorted(t["code"] for t in event["data"]["tickets"]) == sorted(codes)
+    assert sorted(t["id"] for t in event["data"]["tickets"]) == sorted(t["id"] for t in paid.body["tickets"])
+    # Ticket codes admit at the door: they reach the owner (above) and the door, never the stream or
+    # RabbitMQ (the bridge forwards event data as it is), nor any log line.
+    import json
+
+    assert not any(code in json.dumps(e) for e in await pipeline.bridge_events() for code in codes)
+    logs = "\n".join(line for p in pipeline.processes for line in p.log_lines())
+    assert not any(code in logs for code in codes)
 
 
 async def test_a_declined_payment_can_be_retried_until_it_succeeds(pipeline):
