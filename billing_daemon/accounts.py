@@ -85,6 +85,13 @@ class AccountStore:
 
         return await self.db.run(prune, idempotent=True)
 
+    async def record(self, actor: Principal, action: str, target: str, reason: str | None = None) -> None:
+        """Record, in a transaction of its own, who moved money on ``target`` (an order), when and why."""
+        async def write(conn: aiomysql.Connection) -> None:
+            await audit(conn, actor, action, target, reason)
+
+        await self.db.transaction(write, idempotent=False)
+
     async def audit_trail(self, target: str) -> list[dict[str, Any]]:
         from deploy.runtime.mysql import fetchall
 

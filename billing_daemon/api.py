@@ -134,6 +134,8 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
                 return json_response(answer, status)
             result = await gateway.charge(value["id"], value["amount_minor"], value["currency"])
             status, answer = await store.finish_payment(value, result, key)
+            if status == 200:
+                await account_store.record(principal(request), "pay", order_id)
             return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None
@@ -149,6 +151,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
                 # The gateway refunds by attempt id: asking twice never refunds twice.
                 await gateway.refund(attempt["id"], attempt["amount_minor"], attempt["currency"])
             status, answer = await store.refund(order_id, reason)
+            await account_store.record(principal(request), "refund", order_id, reason)
             return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None

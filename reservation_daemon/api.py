@@ -33,6 +33,12 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
             raise Forbidden("user_id must be your own (or omitted)", code="USER_ID_MISMATCH")
         return caller.subject
 
+    async def audited(request: web.Request, action: str, reservation_id, status: int, reason: str | None = None):
+        """Seat ownership changed hands (or was asked to): record who, when and why."""
+        if status == 200:
+            caller = principal(request)
+            await store.audit(caller.subject, caller.role or "anonymous", action, reservation_id, reason)
+
     async def visible_reservation(request: web.Request, reservation_id) -> dict:
         parties = await store.reservation_parties(reservation_id)
         if parties is None:
@@ -122,11 +128,13 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
         await visible_reservation(request, reservation_id)
         status, result = await store.cancel(reservation_id)
+        await audited(request, "cancel", reservation_id, status)
         return json_response(result, status)
 
     async def confirm(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
         status, result = await store.confirm(reservation_id)
+        await audited(request, "confirm", reservation_id, status)
         return json_response(result, status)
 
     async def release(request: web.Request) -> web.Response:
@@ -138,6 +146,7 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
             # A sold seat goes back on sale only as part of a refund billing really made.
             await require_refund(str(reservation_id), refund_id)
         status, result = await store.release_sold(reservation_id)
+        await audited(request, "release", reservation_id, status, refund_id and f"refund {refund_id}")
         return json_response(result, status)
 
     async def require_refund(order_id: str, refund_id: str | None) -> None:

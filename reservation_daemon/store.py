@@ -166,6 +166,18 @@ class ReservationStore:
                                 idempotent=True)
         return (row is not None, row["organizer_id"] if row else None)
 
+    async def audit(self, actor: str, role: str, action: str, target: uuid.UUID, reason: str | None = None) -> None:
+        """Record who changed a reservation's seats, when and why."""
+        await self.db.run(lambda c: c.execute(
+            "INSERT INTO audit_log (actor, actor_role, action, target, reason) VALUES ($1, $2, $3, $4, $5)",
+            actor, role, action, target, reason), idempotent=False)
+
+    async def audit_trail(self, target: uuid.UUID) -> list[dict[str, Any]]:
+        rows = await self.db.run(lambda c: c.fetch(
+            "SELECT tf_time(at) AS at, actor, actor_role, action, reason FROM audit_log WHERE target = $1"
+            " ORDER BY id", target), idempotent=True)
+        return [dict(r) for r in rows]
+
     async def cancel(self, reservation_id: uuid.UUID) -> tuple[int, dict[str, Any]]:
         # Releasing is idempotent (a second release answers the same), so it may be retried.
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_cancel($1)", reservation_id), idempotent=True)

@@ -23,3 +23,15 @@ LANGUAGE sql STABLE AS $$
         'expires_at', tf_time(r.expires_at))
     FROM reservations r JOIN events e ON e.id = r.event_id WHERE r.id = p_id
 $$;
+
+-- Who changed seat ownership (cancel, confirm, release), when and why.
+CREATE TABLE audit_log (
+    id         bigserial PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT now(),
+    actor      text NOT NULL,
+    actor_role text NOT NULL,
+    action     text NOT NULL,
+    target     uuid NOT NULL,
+    reason     text
+);
+CREATE INDEX audit_by_target ON audit_log (target, at);

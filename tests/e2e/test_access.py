@@ -182,3 +182,25 @@ async def test_the_double_sale_of_issue_9_is_refused(full):
 
 async def _status_is(api, reservation_id: str, status: str) -> bool:
     return (await api.get(f"/api/reservations/{reservation_id}")).body["status"] == status
+
+
+@pytest.mark.slow
+async def test_changes_of_money_and_seats_are_audited_with_who_and_why(full):
+    await full.start_all()
+    world = await make_world(full)
+    organizer = full["billing"].api.as_(world.token("organizer"))
+    refunded = await organizer.post(f"/api/orders/{world.reservation_id}/refund", {"reason": "event moved"})
+    assert refunded.status == 200, refunded.body
+    trail = await full.maria("SELECT actor, actor_role, action, reason FROM audit_log WHERE target = %s ORDER BY at",
+                             (world.reservation_id,))
+    assert [(r["actor"], r["actor_role"], r["action"]) for r in trail] == [
+        (world.owner, "buyer", "pay"), (world.organizer, "organizer", "refund")]
+    assert trail[-1]["reason"] == "event moved"
+
+    async def seats_released() -> bool:
+        rows = await full.reservation_sql("SELECT action, actor_role FROM audit_log WHERE target = $1 ORDER BY id",
+                                          uuid.UUID(world.reservation_id))
+        return [(r["action"], r["actor_role"]) for r in rows][-1:] == [("release", "service")]
+
+    # The portal confirms the sale, then gives the seat back as part of the refund: both by the service.
+    await wait_until(seats_released, 15, "the portal releasing the refunded seat, audited")
