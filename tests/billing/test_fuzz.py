@@ -8,6 +8,8 @@ import uuid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.support.auth import CALLER_KINDS, caller_headers
+
 KEYS = st.sampled_from(["email", "name", "code", "reason", "password", "x"])
 SCALARS = (st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False)
            | st.text(max_size=40) | st.sampled_from(["a@b.co", "x" * 300, "\u0000", "\ud800", "é@ü.de"]))
@@ -17,22 +19,7 @@ ORDER = str(uuid.uuid4())  # no such order: every pay or refund of it is refused
 CALLS = st.sampled_from([("/api/users", {}), ("/api/sessions", {}), ("/api/checkin", {}),
                          (f"/api/orders/{ORDER}/pay", {"Idempotency-Key": "fuzz"}),
                          (f"/api/orders/{ORDER}/refund", {})])
-# Every kind of caller, and credentials that are not: none, garbage, a wrong scheme, an expired token.
-CALLERS = st.sampled_from(["anonymous", "buyer", "organizer", "door", "service", "garbage", "basic", "expired"])
-
-
-def caller_headers(caller: str) -> dict[str, str]:
-    from tests.support.auth import token
-
-    if caller == "anonymous":
-        return {}
-    if caller == "garbage":
-        return {"Authorization": "Bearer not.a.token"}
-    if caller == "basic":
-        return {"Authorization": "Basic dXNlcjpwYXNz"}
-    if caller == "expired":
-        return {"Authorization": f"Bearer {token('buyer', ttl=-60)}"}
-    return {"Authorization": f"Bearer {token(caller)}"}
+CALLERS = st.sampled_from(CALLER_KINDS)
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

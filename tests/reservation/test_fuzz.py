@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reservation.conftest import create_event, seats_of
+from tests.support.auth import CALLER_KINDS, caller_headers
 
 # JSON values of any shape, with the keys the API reads turning up often enough to get past the first check.
 KEYS = st.sampled_from(["seat_id", "seat_ids", "user_id", "event_id", "name", "venue", "starts_at", "layout",
@@ -71,3 +72,15 @@ async def test_any_id_or_filter_in_a_url_gets_an_answer_in_the_contract(reservat
         url += "?" + urlencode({"status": status})
     reply = await reservation.api.request(method, url)
     assert reply.status in (200, 404, 409, 422), (url, reply.body)
+
+
+@FUZZ
+@given(path=st.sampled_from(["/api/reserve", "/api/reservations", "/api/events",
+                             "/api/reservations/00000000-0000-0000-0000-000000000000/release"]),
+       body=JSON, caller=st.sampled_from(CALLER_KINDS))
+async def test_any_caller_with_any_body_gets_an_answer_in_the_contract(reservation, path, body, caller):
+    anonymous = reservation.api.as_(None)  # credentials only as caller_headers says
+    reply = await anonymous.post(path, body, headers=caller_headers(caller))
+    assert reply.status in (201, 400, 401, 403, 404, 409, 422), (path, caller, body, reply.body)
+    if caller in ("anonymous", "garbage", "basic", "expired"):
+        assert reply.status == 401, "no valid token: refused before the body is even read"

@@ -50,3 +50,19 @@ def bearer(role: str = SERVICE, subject: str | None = None) -> dict[str, str]:
 
 def key_dir() -> Path:
     return _keys().dir
+
+
+# Every kind of caller a fuzz test throws at a daemon, credentials that are not among them.
+CALLER_KINDS = ("anonymous", "buyer", "organizer", "door", "service", "garbage", "basic", "expired")
+
+
+def caller_headers(caller: str) -> dict[str, str]:
+    if caller == "anonymous":
+        return {}
+    if caller == "garbage":
+        return {"Authorization": "Bearer not.a.token"}
+    if caller == "basic":
+        return {"Authorization": "Basic dXNlcjpwYXNz"}
+    if caller == "expired":
+        return {"Authorization": f"Bearer {token('buyer', ttl=-60)}"}
+    return {"Authorization": f"Bearer {token(caller)}"}
