@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, instance_setting, log_level_setting, port,
+from deploy.runtime.config import (http_keepalive_setting, http_request_timeout_setting,
+                                   amqp_prefix_setting, amqp_url_setting, instance_setting, log_level_setting, port,
                                    positive_float, positive_int, setting)
 
 
@@ -26,5 +27,7 @@ class Settings:
                                   "timeout of each call to reservation, billing and the webhook")
     webhook: str = setting("TICKETFLOW_NOTIFY_WEBHOOK", "", str,
                            "POST each notification here as JSON (retried with backoff); unset: log only")
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()

@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from deploy.runtime.aio import Background
-from deploy.runtime.http import make_app, start_http
+from deploy.runtime.http import RouteLimit, make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
@@ -43,9 +43,19 @@ class ReservationDaemon:
     async def start(self) -> None:
         await self.db.start()
         app = make_app(api.routes(self.settings, self.store, self.ready, self.instance), self.settings.rate_limit,
-                       [self.schema.middleware])
-        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
+                       [self.schema.middleware], self.route_limits())
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
+                                        request_timeout=self.settings.http_request_timeout,
+                                        keepalive=self.settings.http_keepalive)
         self.background.spawn("startup", self._migrate_then_work)
+
+    def route_limits(self) -> dict[tuple[str, str], RouteLimit]:
+        """Seat holds are limited per token subject and per client address (README, "Rate limits")."""
+        if not self.settings.rate_limits_enabled:
+            return {}
+        holds = RouteLimit("holds", per_subject=self.settings.holds_per_subject,
+                           per_address=self.settings.holds_per_address)
+        return {("POST", "/api/reserve"): holds, ("POST", "/api/reservations"): holds}
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()

@@ -70,6 +70,13 @@ def document(title: str, description: str, paths: dict[str, Any], schemas: dict[
         "paths": {**SERVICE_PATHS, **paths},
         "components": {"schemas": {**COMMON_SCHEMAS, **(schemas or {})}},
     })
+    for path, operations in spec["paths"].items():  # what deploy/runtime/http.py answers for any route
+        for method, operation in operations.items():
+            operation["responses"].setdefault(
+                "400", error("MALFORMED_HEADER: a header value is not UTF-8; MALFORMED_REQUEST: not valid HTTP"))
+            if "requestBody" in operation or method in ("post", "put", "patch"):
+                operation["responses"].setdefault(
+                    "408", error("REQUEST_TIMEOUT: the body did not arrive within the request timeout"))
     if rate_limited:
         for path, operations in spec["paths"].items():
             if path.startswith("/api/"):
