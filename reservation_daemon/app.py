@@ -61,6 +61,7 @@ class ReservationDaemon:
         await self.schema.migrate_until_done()
         self.background.spawn("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))
         self.background.spawn("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))
+        self.background.spawn("seat_counts", lambda: jobs.settle_seat_counts(self.store))
         self.background.spawn("relay", self.relay.run)
 
     async def stop(self) -> None:
