@@ -16,7 +16,8 @@ from billing_daemon.openapi import SPEC
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
 from deploy.runtime.auth import Principal, TokenIssuer, Unauthorized, principal, require_visible
-from deploy.runtime.http import ApiError, NotFound, idempotency, json_response, read_json, service_routes
+from deploy.runtime.http import (ApiError, NotFound, RouteLimit, idempotency, json_response, limit_key, read_json,
+                                 service_routes)
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the mail server's call.
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
@@ -51,6 +52,14 @@ ORDER_NOT_FOUND = NotFound("no such order", code="ORDER_NOT_FOUND")
 USER_NOT_FOUND = NotFound("no such user", code="USER_NOT_FOUND")
 
 
+def route_limits(settings: Settings) -> dict[tuple[str, str], RouteLimit]:
+    """Logins are limited per client address and per e-mail (README, "Rate limits")."""
+    if not settings.rate_limits_enabled:
+        return {}
+    return {("POST", "/api/sessions"): RouteLimit("logins", per_address=settings.logins_per_address,
+                                                  per_key=settings.logins_per_email)}
+
+
 def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, ready, instance: str,
            issuer: TokenIssuer, account_store: AccountStore):
     async def visible_order(request: web.Request, order_id: str) -> Principal:
@@ -79,6 +88,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
     async def login(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         email, password = _email(body), body.get("password")
+        limit_key(request, "logins", email)  # password guessing against one account, from anywhere
         account = await account_store.credentials(email)
         if not isinstance(password, str) or not await accounts.verify_password(
                 account and account["password_hash"], password[:accounts.MAX_PASSWORD]):

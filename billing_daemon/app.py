@@ -59,9 +59,11 @@ class BillingDaemon:
         await self.db.start()
         app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance,
                                   self.issuer, self.accounts),
-                       self.settings.rate_limit, [self.schema.middleware],
+                       self.settings.rate_limit, [self.schema.middleware], api.route_limits(self.settings),
                        auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked))
-        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
+                                        request_timeout=self.settings.http_request_timeout,
+                                        keepalive=self.settings.http_keepalive)
         self.background.spawn("startup", self._migrate_then_work)
 
     async def _migrate_then_work(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (fraction, host_list, idempotency_hours_setting, instance_setting,
+from deploy.runtime.config import (Rate, http_keepalive_setting, http_request_timeout_setting,
+                                   logins_per_address_setting, logins_per_email_setting, rate_limits_enabled_setting,
+                                   fraction, host_list, idempotency_hours_setting, instance_setting,
                                    link_secret_setting, link_window_setting, load, log_level_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
                                    relay_lock_retry_setting, retention_hours_setting, setting,
@@ -53,6 +55,11 @@ class Settings:
     retention_hours: float = retention_hours_setting()
     idempotency_hours: float = idempotency_hours_setting()
     rate_limit: int = rate_limit_setting()
+    rate_limits_enabled: bool = rate_limits_enabled_setting()
+    logins_per_address: Rate = logins_per_address_setting()
+    logins_per_email: Rate = logins_per_email_setting()
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
 

@@ -38,7 +38,9 @@ class BridgeDaemon:
 
     async def start(self) -> None:
         app = make_app(service_routes(self.ready, self.instance, SPEC))
-        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
+                                        request_timeout=self.settings.http_request_timeout,
+                                        keepalive=self.settings.http_keepalive)
         await self.publisher.start()
         await self.receiver.start()
         log.info("bridge_ready", link_port=self.receiver.port, http_port=self.settings.http_port)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, instance_setting, link_secret_setting,
+from deploy.runtime.config import (http_keepalive_setting, http_request_timeout_setting,
+                                   amqp_prefix_setting, amqp_url_setting, instance_setting, link_secret_setting,
                                    log_level_setting, port, positive_float, setting)
 
 
@@ -20,5 +21,7 @@ class Settings:
     amqp_prefix: str = amqp_prefix_setting()
     confirm_timeout: float = setting("TICKETFLOW_BRIDGE_CONFIRM_TIMEOUT_SECONDS", 10.0, positive_float,
                                      "how long to wait for RabbitMQ's confirms of a batch")
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()

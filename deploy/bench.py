@@ -156,8 +156,14 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
             "layout": {"sections": [{"name": "B", "rows": rows, "seats_per_row": 1000, "price_minor": 100,
                                      "currency": "EUR"}]}}) as resp:
             event = await resp.json()
-        async with session.get(f"{urls['reservation']}/api/events/{event['id']}/seats") as resp:
-            seat_ids = [s["id"] for s in (await resp.json())["seats"]]
+        seat_ids: list[str] = []
+        page_url = f"{urls['reservation']}/api/events/{event['id']}/seats?limit=5000"
+        while True:  # the seat list comes in pages
+            async with session.get(page_url + (f"&after={seat_ids[-1]}" if seat_ids else "")) as resp:
+                page = await resp.json()
+            seat_ids += [s["id"] for s in page["seats"]]
+            if page["next"] is None:
+                break
         seats: asyncio.Queue = asyncio.Queue()
         for seat in seat_ids:
             seats.put_nowait(seat)

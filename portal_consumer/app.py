@@ -56,7 +56,9 @@ class PortalConsumer:
         await self.peers.start()
         app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware],
                        auth=auth_middleware(api.SPEC, self.verifier))
-        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
+                                        request_timeout=self.settings.http_request_timeout,
+                                        keepalive=self.settings.http_keepalive)
         self.background.spawn("startup", self._migrate_then_work)
 
     async def _migrate_then_work(self) -> None:

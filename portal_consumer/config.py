@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, instance_setting, log_level_setting, port,
+from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, http_keepalive_setting,
+                                   http_request_timeout_setting, instance_setting, log_level_setting, port,
                                    positive_float, positive_int, service_token_setting, setting,
                                    token_public_keys_setting)
 
@@ -29,5 +30,7 @@ class Settings:
                            "POST each notification here as JSON (retried with backoff); unset: log only")
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()

@@ -16,10 +16,18 @@ from deploy.runtime.peer import Peer
 from deploy.runtime.ids import uuid7
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import SPEC
-from reservation_daemon.store import ReservationStore, Section
+from reservation_daemon.store import Page, ReservationStore, Section, UnknownCursor
 
 SEAT_STATUSES = ("available", "held", "sold")
 RESERVATION_NOT_FOUND = NotFound("no such reservation", code="RESERVATION_NOT_FOUND")
+SEATS_PAGE, SEATS_PAGE_MAX = 1000, 5000  # seats per page of GET /api/events/{id}/seats: default, largest
+EVENTS_PAGE, EVENTS_PAGE_MAX = 100, 1000  # events per page of GET /api/events
+
+
+def _page_response(opening: str, page: Page) -> web.Response:
+    """``{<opening> [items], "next": cursor-or-null}``, items already JSON text from the store."""
+    following = "null" if page.next is None else f'"{page.next}"'
+    return web.Response(text=f'{opening}{page.items_json},"next":{following}}}', content_type="application/json")
 
 
 def routes(settings: Settings, store: ReservationStore, ready, instance: str, billing: Peer) -> list[web.RouteDef]:
@@ -80,8 +88,13 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
         )
         return json_response(event, status)
 
-    async def list_events(_: web.Request) -> web.Response:
-        return json_response({"events": await store.list_events()})
+    async def list_events(request: web.Request) -> web.Response:
+        limit = v.query_int(request.query, "limit", default=EVENTS_PAGE, minimum=1, maximum=EVENTS_PAGE_MAX)
+        try:
+            page = await store.list_events(limit, v.query_uuid(request.query, "after"))
+        except UnknownCursor:
+            raise v.invalid("after", "names no event; pass the next value of the previous page") from None
+        return _page_response('{"events":', page)
 
     async def get_event(request: web.Request) -> web.Response:
         event_id = v.path_uuid(request.match_info["event_id"], "EVENT_NOT_FOUND", "event")
@@ -95,10 +108,14 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
         status = request.query.get("status")
         if status is not None and status not in SEAT_STATUSES:
             raise Unprocessable(f"status must be one of {', '.join(SEAT_STATUSES)}", details={"field": "status"})
-        seats = await store.seats_json(event_id, status)
-        if seats is None:
+        limit = v.query_int(request.query, "limit", default=SEATS_PAGE, minimum=1, maximum=SEATS_PAGE_MAX)
+        try:
+            page = await store.seats_page(event_id, status, limit, v.query_uuid(request.query, "after"))
+        except UnknownCursor:
+            raise v.invalid("after", "names no seat of this event; pass the next value of the previous page") from None
+        if page is None:
             raise NotFound("no such event", code="EVENT_NOT_FOUND")
-        return web.Response(text=f'{{"event_id":"{event_id}","seats":{seats}}}', content_type="application/json")
+        return _page_response(f'{{"event_id":"{event_id}","seats":', page)
 
     async def hold(request: web.Request, event_id, seat_ids, user_id, body) -> web.Response:
         status, result = await store.reserve(uuid7(), event_id, seat_ids, user_id, settings.hold_ttl,

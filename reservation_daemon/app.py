@@ -12,8 +12,8 @@ from pathlib import Path
 from deploy.runtime.aio import Background
 from deploy.runtime.auth import TokenVerifier, auth_middleware
 from deploy.runtime.config import require
+from deploy.runtime.http import RouteLimit, make_app, start_http
 from deploy.runtime.peer import Peer, ServiceToken
-from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
@@ -51,15 +51,26 @@ class ReservationDaemon:
     async def start(self) -> None:
         await self.db.start()
         app = make_app(api.routes(self.settings, self.store, self.ready, self.instance, self.billing),
-                       self.settings.rate_limit, [self.schema.middleware],
+                       self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
                        auth=auth_middleware(api.SPEC, self.verifier))
-        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port)
+        self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
+                                        request_timeout=self.settings.http_request_timeout,
+                                        keepalive=self.settings.http_keepalive)
         self.background.spawn("startup", self._migrate_then_work)
+
+    def route_limits(self) -> dict[tuple[str, str], RouteLimit]:
+        """Seat holds are limited per token subject and per client address (README, "Rate limits")."""
+        if not self.settings.rate_limits_enabled:
+            return {}
+        holds = RouteLimit("holds", per_subject=self.settings.holds_per_subject,
+                           per_address=self.settings.holds_per_address)
+        return {("POST", "/api/reserve"): holds, ("POST", "/api/reservations"): holds}
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
         self.background.spawn("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))
         self.background.spawn("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))
+        self.background.spawn("seat_counts", lambda: jobs.settle_seat_counts(self.store))
         self.background.spawn("relay", self.relay.run)
 
     async def stop(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
+from deploy.runtime.config import (Rate, holds_per_address_setting, holds_per_subject_setting, http_keepalive_setting,
+                                   http_request_timeout_setting, rate_limits_enabled_setting,
+                                   host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
                                    link_window_setting, load, log_level_setting, port, positive_float, positive_int,
                                    rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, service_token_setting,
                                    setting, token_public_keys_setting)
@@ -42,6 +44,11 @@ class Settings:
                                "seats are released")
     peer_timeout: float = setting("TICKETFLOW_PEER_TIMEOUT_SECONDS", 5.0, positive_float,
                                   "timeout of each call to another daemon")
+    rate_limits_enabled: bool = rate_limits_enabled_setting()
+    holds_per_subject: Rate = holds_per_subject_setting()
+    holds_per_address: Rate = holds_per_address_setting()
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
 

@@ -1,4 +1,4 @@
-"""Background work every replica runs: releasing expired holds and pruning old rows.
+"""Background work every replica runs: releasing expired holds, pruning old rows, settling seat counts.
 
 Both are safe with several replicas at once (SKIP LOCKED; idempotent deletes).
 """
@@ -44,3 +44,18 @@ async def prune_old_rows(settings: Settings, store: ReservationStore) -> None:
         except Exception as exc:
             log.warning("prune_failed", reason=repr(exc))
         await asyncio.sleep(PRUNE_INTERVAL * random.uniform(0.8, 1.2))
+
+
+SETTLE_INTERVAL = 1.0
+
+
+async def settle_seat_counts(store: ReservationStore) -> None:
+    """Keep each event's seat counts at a few rows (migration 0004); one replica at a time does the work."""
+    while True:
+        try:
+            await store.settle_seat_counts()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("settle_seat_counts_failed", reason=repr(exc))
+        await asyncio.sleep(SETTLE_INTERVAL * random.uniform(0.8, 1.2))

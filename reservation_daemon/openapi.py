@@ -34,6 +34,19 @@ HOLD_RESPONSES = {
     "422": error("VALIDATION_FAILED, SEAT_NOT_IN_EVENT, MIXED_CURRENCIES or IDEMPOTENCY_KEY_REUSED"),
 }
 
+NEXT = {"type": ["string", "null"], "format": "uuid",
+        "description": "the cursor of the next page (pass it as `after`); null on the last page"}
+
+
+def page_limit(what: str, default: int, maximum: int) -> dict[str, Any]:
+    return {"name": "limit", "in": "query", "required": False, "description": f"{what} per page",
+            "schema": {"type": "integer", "minimum": 1, "maximum": maximum, "default": default}}
+
+
+def page_after(what: str) -> dict[str, Any]:
+    return {"name": "after", "in": "query", "required": False,
+            "description": f"start after this {what}: the `next` of the previous page", "schema": UUID}
+
 
 PATHS: dict[str, Any] = {
     "/api/events": {
@@ -47,10 +60,16 @@ PATHS: dict[str, Any] = {
                           "409": error("REQUEST_IN_PROGRESS: a request with this Idempotency-Key is running"),
                           "422": error("VALIDATION_FAILED, LAYOUT_TOO_LARGE or IDEMPOTENCY_KEY_REUSED")},
         },
-        "get": {"summary": "List events", **access(), "responses": {"200": json_body(
-            {"type": "object", "required": ["events"],
-             "properties": {"events": {"type": "array", "items": ref("Event")}}}, "all events"),
-            "503": COMMON_ERRORS["503"]}},
+        "get": {"summary": "List events by start time, a page at a time, with their seat counts",
+                **access(),
+                "description": "Follow `next` (pass it as `after`) until it is null.",
+                "parameters": [page_limit("events", 100, 1000), page_after("event")],
+                "responses": {"200": json_body(
+                    {"type": "object", "required": ["events", "next"],
+                     "properties": {"events": {"type": "array", "items": ref("Event")}, "next": NEXT}},
+                    "one page of events"),
+                    "422": error("VALIDATION_FAILED: a bad limit, or an after that names no event"),
+                    "503": COMMON_ERRORS["503"]}},
     },
     "/api/events/{event_id}": {"get": {
         "summary": "One event with counts of available, held and sold seats",
@@ -59,13 +78,19 @@ PATHS: dict[str, Any] = {
         "responses": {"200": json_body(ref("Event"), "the event"), "404": error("EVENT_NOT_FOUND"),
                       "503": COMMON_ERRORS["503"]}}},
     "/api/events/{event_id}/seats": {"get": {
-        "summary": "Every seat of an event with its status",
+        "summary": "The seats of an event with their status, in order (section, row, number), a page at a time",
+        "description": "Pages hold `limit` seats (default 1000, at most 5000); follow `next` (pass it as "
+                       "`after`, with the same `status`) until it is null.",
         **access(),
         "parameters": [path_uuid("event_id"), {"name": "status", "in": "query", "required": False,
-                       "schema": {"enum": ["available", "held", "sold"]}}],
-        "responses": {"200": json_body({"type": "object", "required": ["event_id", "seats"], "properties": {
-            "event_id": UUID, "seats": {"type": "array", "items": ref("Seat")}}}, "the seats"),
-            "404": error("EVENT_NOT_FOUND"), "422": error("VALIDATION_FAILED (bad status filter)"),
+                       "schema": {"enum": ["available", "held", "sold"]}},
+                       page_limit("seats", 1000, 5000), page_after("seat")],
+        "responses": {"200": json_body({"type": "object", "required": ["event_id", "seats", "next"], "properties": {
+            "event_id": UUID, "seats": {"type": "array", "items": ref("Seat")}, "next": NEXT}},
+            "one page of seats"),
+            "404": error("EVENT_NOT_FOUND"),
+            "422": error("VALIDATION_FAILED: a bad status filter or limit, or an after that names no seat of "
+                         "this event"),
             "503": COMMON_ERRORS["503"]}}},
     "/api/reserve": {"post": {
         "summary": "Hold one seat (the simple form existing clients use). user_id may be omitted and, if "

@@ -30,16 +30,43 @@ class Section:
     currency: str
 
 
+# Counts come from seat_count_deltas (migration 0004): a few rows per event, never its seats.
 _EVENT_JSON = """
     jsonb_build_object(
         'id', e.id, 'name', e.name, 'venue', e.venue, 'starts_at', tf_time(e.starts_at),
         'description', e.description, 'created_at', tf_time(e.created_at),
-        'seats', jsonb_build_object(
-            'total', count(s.id),
-            'available', count(s.id) FILTER (WHERE s.status = 'available'),
-            'held', count(s.id) FILTER (WHERE s.status = 'held'),
-            'sold', count(s.id) FILTER (WHERE s.status = 'sold')))
+        'seats', (SELECT jsonb_build_object(
+                      'total', coalesce(sum(c.total), 0)::bigint,
+                      'available', coalesce(sum(c.available), 0)::bigint,
+                      'held', coalesce(sum(c.held), 0)::bigint,
+                      'sold', coalesce(sum(c.sold), 0)::bigint)
+                    FROM seat_count_deltas c WHERE c.event_id = e.id))
 """
+
+_SEAT_JSON = """
+    json_build_object('id', s.id, 'label', s.label, 'section', s.section, 'row', s.row_number,
+                      'number', s.seat_number, 'price_minor', s.price_minor, 'currency', s.currency,
+                      'status', s.status)::text
+"""
+
+
+class UnknownCursor(LookupError):
+    """An ``after`` cursor that names nothing in the listing (a seat of another event, a deleted one)."""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing: the items as ready JSON text, and the cursor of the next page (None: the last)."""
+
+    items_json: str
+    next: str | None
+
+
+def _page(rows: list[asyncpg.Record], limit: int) -> Page:
+    """``rows`` fetched with ``LIMIT limit + 1`` (columns ``id``, ``j``) as a :class:`Page`."""
+    items = rows[:limit]
+    return Page("[" + ",".join(r["j"] for r in items) + "]",
+                str(items[-1]["id"]) if len(rows) > limit else None)
 
 
 async def _claim_key(conn: asyncpg.Connection, idempotency: tuple[str, str, str] | None,
@@ -107,35 +134,57 @@ class ReservationStore:
         return await self.db.transaction(create, idempotent=idempotency is not None)
 
     async def _event(self, conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any] | None:
-        return await conn.fetchval(
-            f"SELECT {_EVENT_JSON} FROM events e LEFT JOIN seats s ON s.event_id = e.id WHERE e.id = $1 GROUP BY e.id",
-            event_id,
-        )
+        return await conn.fetchval(f"SELECT {_EVENT_JSON} FROM events e WHERE e.id = $1", event_id)
 
     async def get_event(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         return await self.db.run(lambda c: self._event(c, event_id), idempotent=True)
 
-    async def list_events(self) -> list[dict[str, Any]]:
-        return await self.db.run(lambda c: c.fetchval(
-            f"SELECT coalesce(jsonb_agg(ev ORDER BY ev->>'starts_at'), '[]') FROM ("
-            f"SELECT {_EVENT_JSON} AS ev FROM events e LEFT JOIN seats s ON s.event_id = e.id GROUP BY e.id) x"
-        ), idempotent=True)
+    async def settle_seat_counts(self) -> int:
+        """Fold each event's new count deltas into one row (keeps event reads at a few rows per event)."""
+        return await self.db.run(lambda c: c.fetchval("SELECT tf_settle_seat_counts()"), idempotent=True)
 
-    async def seats_json(self, event_id: uuid.UUID, status: str | None) -> str | None:
-        """The event's seats as a ready JSON text (layouts reach 100,000 seats: no Python round trip)."""
-        async def fetch(conn: asyncpg.Connection) -> str | None:
+    async def list_events(self, limit: int, after: uuid.UUID | None = None) -> Page:
+        """Events by start time (then id), ``limit`` at a time after the event ``after``."""
+        async def fetch(conn: asyncpg.Connection) -> Page:
+            where, args = "", [limit + 1]
+            if after is not None:
+                cursor = await conn.fetchrow("SELECT starts_at, id FROM events WHERE id = $1", after)
+                if cursor is None:
+                    raise UnknownCursor(after)
+                where, args = "WHERE (e.starts_at, e.id) > ($2, $3)", [limit + 1, cursor["starts_at"], cursor["id"]]
+            rows = await conn.fetch(f"SELECT e.id, ({_EVENT_JSON})::text AS j FROM events e {where}"
+                                    " ORDER BY e.starts_at, e.id LIMIT $1", *args)
+            return _page(rows, limit)
+
+        return await self.db.run(fetch, idempotent=True)
+
+    async def seats_page(self, event_id: uuid.UUID, status: str | None, limit: int,
+                         after: uuid.UUID | None = None) -> Page | None:
+        """The event's seats in display order (section, row, number), ``limit`` at a time after seat ``after``.
+
+        None if there is no such event. Keyset paging on an index: any page of a
+        100,000-seat event costs the same, and rows are JSON text straight from SQL.
+        """
+        async def fetch(conn: asyncpg.Connection) -> Page | None:
             if not await conn.fetchval("SELECT true FROM events WHERE id = $1", event_id):
                 return None
-            return await conn.fetchval(
-                """
-                SELECT coalesce(json_agg(json_build_object(
-                           'id', id, 'label', label, 'section', section, 'row', row_number,
-                           'number', seat_number, 'price_minor', price_minor, 'currency', currency,
-                           'status', status) ORDER BY section, row_number, seat_number), '[]')::text
-                  FROM seats WHERE event_id = $1 AND ($2::text IS NULL OR status = $2)
-                """,
-                event_id, status,
-            )
+            conditions, args = ["s.event_id = $1"], [event_id, limit + 1]
+            if status is not None:
+                args.append(status)
+                conditions.append(f"s.status = ${len(args)}")
+            if after is not None:
+                cursor = await conn.fetchrow(
+                    "SELECT section, row_number, seat_number FROM seats WHERE id = $1 AND event_id = $2",
+                    after, event_id)
+                if cursor is None:
+                    raise UnknownCursor(after)
+                args.extend(cursor.values())
+                conditions.append(f"(s.section, s.row_number, s.seat_number) > (${len(args) - 2}, "
+                                  f"${len(args) - 1}, ${len(args)})")
+            rows = await conn.fetch(
+                f"SELECT s.id, {_SEAT_JSON} AS j FROM seats s WHERE {' AND '.join(conditions)}"
+                " ORDER BY s.section, s.row_number, s.seat_number LIMIT $2", *args)
+            return _page(rows, limit)
 
         return await self.db.run(fetch, idempotent=True)
 

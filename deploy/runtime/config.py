@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -194,6 +194,74 @@ def instance_setting() -> Any:
 
 def log_level_setting() -> Any:
     return setting("TICKETFLOW_LOG_LEVEL", "info", log_level, "debug, info, warning or error")
+
+
+def http_request_timeout_setting() -> Any:
+    return setting("TICKETFLOW_HTTP_REQUEST_TIMEOUT_SECONDS", 15.0, positive_float,
+                   "a request's headers, and then its body, must each arrive within this; a stalled one is closed")
+
+
+def http_keepalive_setting() -> Any:
+    return setting("TICKETFLOW_HTTP_KEEPALIVE_SECONDS", 30.0, positive_float,
+                   "an idle keep-alive connection is closed after this")
+
+
+class Rate(NamedTuple):
+    """A rate limit: ``per_second`` sustained, bursts of ``burst``; ``per_second`` 0 is no limit."""
+
+    per_second: float
+    burst: int
+
+    def __str__(self) -> str:
+        if self.per_second <= 0:
+            return "0"
+        for unit, seconds in (("s", 1), ("min", 60), ("h", 3600)):
+            count = self.per_second * seconds
+            if count >= 1 and abs(count - round(count)) < 1e-9:
+                return f"{round(count)}/{unit} burst {self.burst}"
+        return f"{self.per_second:g}/s burst {self.burst}"
+
+
+def rate(raw: str) -> Rate:
+    """``"20/s burst 40"``, ``"5/min"`` (burst = the count), ``"0"`` (off) -> a :class:`Rate`."""
+    text = " ".join(raw.lower().split())
+    if text in {"0", "off"}:
+        return Rate(0.0, 0)
+    spec, _, burst_text = text.partition(" burst ")
+    count_text, slash, unit = spec.partition("/")
+    seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+    if not slash or unit not in seconds:
+        raise ValueError("must look like 20/s, 5/min or 100/h, optionally followed by 'burst N'; 0 is off")
+    count = float(count_text)
+    burst = int(burst_text) if burst_text else max(1, int(count))
+    if count <= 0 or burst < 1:
+        raise ValueError("the rate and the burst must be positive (0 alone turns the limit off)")
+    return Rate(count / seconds[unit], burst)
+
+
+def rate_limits_enabled_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMITS_ENABLED", True, boolean,
+                   "per-route limits on holds and logins (see TICKETFLOW_RATE_LIMIT_HOLDS_*, *_LOGINS_*)")
+
+
+def holds_per_subject_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMIT_HOLDS_PER_SUBJECT", rate("20/s burst 40"), rate,
+                   "seat holds per token subject (e.g. '20/s burst 40'; 0 = off)")
+
+
+def holds_per_address_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMIT_HOLDS_PER_ADDRESS", rate("100/s burst 200"), rate,
+                   "seat holds per client address, whoever is calling (0 = off)")
+
+
+def logins_per_address_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMIT_LOGINS_PER_ADDRESS", rate("30/min burst 30"), rate,
+                   "login attempts per client address (0 = off)")
+
+
+def logins_per_email_setting() -> Any:
+    return setting("TICKETFLOW_RATE_LIMIT_LOGINS_PER_EMAIL", rate("5/min burst 5"), rate,
+                   "login attempts per e-mail address, from anywhere (0 = off)")
 
 
 # --- who may call: tokens (deploy.runtime.auth) ------------------------------------

@@ -84,6 +84,13 @@ def document(title: str, description: str, paths: dict[str, Any], schemas: dict[
         "paths": {**SERVICE_PATHS, **paths},
         "components": {"schemas": {**COMMON_SCHEMAS, **(schemas or {})}, "securitySchemes": SECURITY_SCHEMES},
     })
+    for path, operations in spec["paths"].items():  # what deploy/runtime/http.py answers for any route
+        for method, operation in operations.items():
+            operation["responses"].setdefault(
+                "400", error("MALFORMED_HEADER: a header value is not UTF-8; MALFORMED_REQUEST: not valid HTTP"))
+            if "requestBody" in operation or method in ("post", "put", "patch"):
+                operation["responses"].setdefault(
+                    "408", error("REQUEST_TIMEOUT: the body did not arrive within the request timeout"))
     for operations in spec["paths"].values():
         for operation in operations.values():
             if operation.get("security"):

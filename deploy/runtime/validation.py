@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -108,3 +109,19 @@ def path_uuid(raw: str, code: str, what: str) -> uuid.UUID:
         return uuid.UUID(raw)
     except ValueError:
         raise NotFound(f"no such {what}", code=code) from None
+
+
+def query_int(query: Mapping[str, str], field: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An integer query parameter (``?limit=100``), ``default`` when absent; a 422 naming it otherwise."""
+    raw = query.get(field)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+        raise invalid(field, f"must be an integer between {minimum} and {maximum}")
+    return int(raw)
+
+
+def query_uuid(query: Mapping[str, str], field: str) -> uuid.UUID | None:
+    """A UUID query parameter (a paging cursor), None when absent; a 422 naming it otherwise."""
+    raw = query.get(field)
+    return None if raw is None else uuid_field({field: raw}, field)

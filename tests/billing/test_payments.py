@@ -195,3 +195,18 @@ async def test_every_billing_route_is_in_the_openapi_document(pipeline):
     documented = {(path, method.upper()) for path, ops in SPEC["paths"].items() for method in ops}
     served = {(r.path, r.method) for r in routes(Settings(), None, None, None, "x", None, None)}
     assert served == documented
+
+
+async def test_logins_are_rate_limited_per_email_and_a_wrong_password_is_401(pipeline):
+    billing = await pipeline.billing(TICKETFLOW_RATE_LIMITS_ENABLED="on",
+                                     TICKETFLOW_RATE_LIMIT_LOGINS_PER_EMAIL="3/min")
+    anonymous = billing.api.as_(None)
+    body = {"email": "guess@example.com", "name": "G", "password": "the right password"}
+    assert (await anonymous.post("/api/users", body)).status == 201
+    wrong = {"email": "guess@example.com", "password": "not the password"}
+    replies = [await anonymous.post("/api/sessions", wrong) for _ in range(4)]
+    assert [r.status for r in replies] == [401, 401, 401, 429]
+    assert replies[0].headers["WWW-Authenticate"].startswith("Bearer")
+    assert int(replies[-1].headers["Retry-After"]) >= 1
+    # Another account is not locked out by guesses against this one.
+    assert (await anonymous.post("/api/sessions", {"email": "other@example.com", "password": "x" * 12})).status == 401

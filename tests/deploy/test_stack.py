@@ -104,7 +104,8 @@ def test_up_twice_status_down_up_keeps_data(private_stack):
     assert status.returncode == 0 and status.stdout.count(" up (pid") == 3, status.stdout
 
     urls = parse_env(private_stack("env").stdout)
-    assert set(urls) == {"TICKETFLOW_PG_DSN", "TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL"}
+    assert set(urls) == {"TICKETFLOW_PG_DSN", "TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL",
+                         "TICKETFLOW_TOKEN_SIGNING_KEY", "TICKETFLOW_TOKEN_PUBLIC_KEYS", "TICKETFLOW_SERVICE_TOKEN_FILE"}
     assert all(PORTS[k] in urls[v] for k, v in [
         ("TICKETFLOW_STACK_PG_PORT", "TICKETFLOW_PG_DSN"),
         ("TICKETFLOW_STACK_MARIADB_PORT", "TICKETFLOW_MARIADB_DSN"),

@@ -5,7 +5,7 @@ import time
 import aiohttp
 
 from reservation_daemon.openapi import SPEC
-from tests.reservation.conftest import create_event
+from tests.reservation.conftest import create_event, seats_of
 from tests.support.api import ApiClient
 from tests.support.daemons import DaemonProcess
 from tests.support.stack import free_port
@@ -66,8 +66,15 @@ async def test_a_layout_of_100000_seats_is_created_in_one_request(reservation):
     took = time.monotonic() - started
     print(f"100,000-seat layout created in {took:.2f}s")
     assert event["seats"] == {"total": 100_000, "available": 100_000, "held": 0, "sold": 0}
-    labels = (await reservation.api.get(f"/api/events/{event['id']}/seats")).body["seats"]
-    assert len(labels) == 100_000 and labels[0]["label"] == "S0-1-1"
+    first = (await reservation.api.get(f"/api/events/{event['id']}/seats")).body
+    assert len(first["seats"]) == 1000 and first["seats"][0]["label"] == "S0-1-1", "one page by default"
+    assert first["next"] == first["seats"][-1]["id"]
+    started = time.monotonic()
+    seats = await seats_of(reservation.api, event["id"])
+    print(f"100,000 seats read in 20 pages in {time.monotonic() - started:.2f}s")
+    assert len(seats) == len({s["id"] for s in seats}) == 100_000
+    assert [(s["section"], s["row"], s["number"]) for s in seats] == sorted(
+        (f"S{i}", r, n) for i in range(10) for r in range(1, 101) for n in range(1, 101))
     too_big = await reservation.api.post("/api/events", {
         "name": "x", "venue": "y", "starts_at": "2027-01-01T00:00:00Z",
         "layout": {"sections": [{"name": "A", "rows": 1000, "seats_per_row": 101, "price_minor": 1,
@@ -78,8 +85,9 @@ async def test_a_layout_of_100000_seats_is_created_in_one_request(reservation):
 async def test_events_are_listed_with_their_counts(reservation):
     a = await create_event(reservation.api, name="A")
     b = await create_event(reservation.api, name="B")
-    listed = (await reservation.api.get("/api/events")).body["events"]
-    assert {e["id"] for e in listed} == {a["id"], b["id"]}
+    listed = (await reservation.api.get("/api/events")).body
+    assert {e["id"] for e in listed["events"]} == {a["id"], b["id"]} and listed["next"] is None
+    assert all(e["seats"] == {"total": 10, "available": 10, "held": 0, "sold": 0} for e in listed["events"])
 
 
 async def test_without_a_database_the_daemon_runs_and_says_so(tmp_path):
