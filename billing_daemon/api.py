@@ -9,8 +9,10 @@ from aiohttp import web
 from billing_daemon.config import Settings
 from billing_daemon.gateway import PaymentGateway
 from billing_daemon.openapi import SPEC
+from billing_daemon.payments import PAYMENTS
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
+from deploy.runtime.auth import principal
 from deploy.runtime.http import ApiError, NotFound, idempotency, json_response, read_json, service_routes
 
 # Deliberately simple: one @, a dot in the domain, no spaces. Deliverability is the mail server's call.
@@ -63,12 +65,8 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         body = await read_json(request) if request.can_read_body else {}
         key = idempotency(request, body, required=True)
         try:
-            step, value = await store.begin_payment(order_id, key, settings.pay_margin, settings.resume_after)
-            if step is None:
-                status, answer = value
-                return json_response(answer, status)
-            result = await gateway.charge(value["id"], value["amount_minor"], value["currency"])
-            status, answer = await store.finish_payment(value, result, key)
+            # Begin or resume the attempt, charge, record (billing_daemon.payments).
+            status, answer = await request.app[PAYMENTS].pay(order_id, key)
             return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None
@@ -77,12 +75,10 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
         body = await read_json(request) if request.can_read_body else {}
         reason = v.text(v.obj(body), "reason", required=False, default="requested", max_len=200)
+        caller = principal(request)
+        actor = None if caller.anonymous else f"{caller.role}:{caller.subject}"  # the refund's audit trail
         try:
-            attempt = await store.paid_attempt(order_id)
-            if attempt is not None:
-                # The gateway refunds by attempt id: asking twice never refunds twice.
-                await gateway.refund(attempt["id"], attempt["amount_minor"], attempt["currency"])
-            status, answer = await store.refund(order_id, reason)
+            status, answer = await request.app[PAYMENTS].refund(order_id, reason, actor)
             return json_response(answer, status)
         except BillingError as exc:
             raise _billing_error(exc) from None
