@@ -13,6 +13,7 @@ from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.gateway import PaymentGateway
 from billing_daemon.openapi import SPEC
+from billing_daemon.payments import PAYMENTS
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
 from deploy.runtime.auth import Principal, TokenIssuer, Unauthorized, principal, require_visible
@@ -138,12 +139,8 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         body = await read_json(request) if request.can_read_body else {}
         key = idempotency(request, body, required=True)
         try:
-            step, value = await store.begin_payment(order_id, key, settings.pay_margin, settings.resume_after)
-            if step is None:
-                status, answer = value
-                return json_response(answer, status)
-            result = await gateway.charge(value["id"], value["amount_minor"], value["currency"])
-            status, answer = await store.finish_payment(value, result, key)
+            # Begin or resume the attempt, charge, record (billing_daemon.payments).
+            status, answer = await request.app[PAYMENTS].pay(order_id, key)
             if status == 200:
                 await account_store.record(principal(request), "pay", order_id)
             return json_response(answer, status)
@@ -155,12 +152,10 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         await visible_order(request, order_id)
         body = await read_json(request) if request.can_read_body else {}
         reason = v.text(v.obj(body), "reason", required=False, default="requested", max_len=200)
+        caller = principal(request)
+        actor = None if caller.anonymous else f"{caller.role}:{caller.subject}"  # the refund's audit trail
         try:
-            attempt = await store.paid_attempt(order_id)
-            if attempt is not None:
-                # The gateway refunds by attempt id: asking twice never refunds twice.
-                await gateway.refund(attempt["id"], attempt["amount_minor"], attempt["currency"])
-            status, answer = await store.refund(order_id, reason)
+            status, answer = await request.app[PAYMENTS].refund(order_id, reason, actor)
             await account_store.record(principal(request), "refund", order_id, reason)
             return json_response(answer, status)
         except BillingError as exc:

@@ -15,6 +15,7 @@ from billing_daemon import api
 from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway
+from billing_daemon.payments import PAYMENTS, Payments
 from billing_daemon.store import BillingStore
 from billing_daemon.stream import make_receiver, make_relay
 from deploy.runtime.aio import Background, keep_running
@@ -41,7 +42,8 @@ class BillingDaemon:
         self.issuer = TokenIssuer(Path(settings.token_signing_key), settings.token_ttl)
         self.verifier = TokenVerifier(Path(settings.token_public_keys))
         self.gateway = MockGateway(settings.payment_success_rate, settings.payment_seed,
-                                   settings.payment_latency_ms)
+                                   settings.payment_latency_ms, settings.mock_gateway_ledger or None)
+        self.payments = Payments(settings, self.store, self.gateway)
         self.receiver = make_receiver(settings, self.store, self.instance)
         self.relay = make_relay(settings, self.store, self.instance)
         self.schema = SchemaGate(self.store.migrate)
@@ -61,6 +63,7 @@ class BillingDaemon:
                                   self.issuer, self.accounts),
                        self.settings.rate_limit, [self.schema.middleware], api.route_limits(self.settings),
                        auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked))
+        app[PAYMENTS] = self.payments
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)
@@ -70,6 +73,10 @@ class BillingDaemon:
         await self.schema.migrate_until_done()
         self.background.spawn("relay", self.relay.run)
         self.background.spawn("pruner", self._prune)
+        # Liveness first: until this process holds its lock it starts no payment, and the
+        # resolver only records what the gateway says, so it can run on every replica.
+        self.background.spawn("process_lock", self.payments.lock.keep)
+        self.background.spawn("payment_resolver", self.payments.run_resolver)
         # The inbox opens only once the schema exists, so a welcome position is always real.
         # Replicas on one host share its port (SO_REUSEPORT): a sender lands on whichever is alive.
         await keep_running("link_receiver", self.receiver.start)
@@ -91,4 +98,5 @@ class BillingDaemon:
         await self.receiver.stop()
         await self.relay.stop()
         await self.background.cancel()
+        self.payments.lock.close()
         await self.db.close()

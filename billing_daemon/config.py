@@ -44,8 +44,18 @@ class Settings:
                                       "simulated gateway latency")
     pay_margin: float = setting("TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS", 30.0, positive_float,
                                 "payments are refused this close to a hold's expiry")
+    mock_gateway_ledger: str = setting("TICKETFLOW_MOCK_GATEWAY_LEDGER", "", str,
+                                       "the mock gateway's durable ledger (JSON lines, fsynced; replicas on one host "
+                                       "may share it); unset: the mock forgets everything when billing stops")
     resume_after: float = setting("TICKETFLOW_PAY_RESUME_AFTER_SECONDS", 30.0, positive_float,
-                                  "a payment left charging this long (its request crashed) is resumed by a retry")
+                                  "a retry resumes a payment charging this long even if the replica that started "
+                                  "it is alive (abandoned ones, whose process died or whose request failed, are "
+                                  "resumed at once)")
+    resolve_after: float = setting("TICKETFLOW_PAY_RESOLVE_AFTER_SECONDS", 10.0, positive_float,
+                                   "the resolver asks the gateway about a payment charging this long (abandoned "
+                                   "ones at once) and records the answer")
+    resolve_interval: float = setting("TICKETFLOW_PAY_RESOLVE_INTERVAL_SECONDS", 1.0, positive_float,
+                                      "how often the resolver looks for payments left charging")
     token_signing_key: str = setting("TICKETFLOW_TOKEN_SIGNING_KEY", "", str,
                                      "Ed25519 private key (PEM) billing signs tokens with; re-read when the file "
                                      "changes, so a rotation needs no restart (`ticketflow stack up` makes one)")

@@ -8,19 +8,23 @@ one holding locks while the network is slow:
    per order, so two concurrent payments charge once.
 2. the gateway charges, keyed by the attempt id;
 3. ``finish_payment`` records the answer: paid + tickets + ``payment.succeeded``
-   in the outbox, or declined + ``payment.failed``; and stores the response
-   under the Idempotency-Key.
+   in the outbox, or declined + ``payment.failed``, or (the hold went away
+   during the charge) the gateway's refund + ``payment.refunded``; and stores
+   the response under every Idempotency-Key waiting on the attempt.
 
-A crash between 1 and 3 leaves the attempt ``charging``; a retry with the
-same key resumes that attempt (the gateway answers the same for the same
-attempt id), so the money moves once and is recorded once.
+A crash between 1 and 3 leaves the attempt ``charging``. The attempt names the
+process that started it (``owner``, alive while it holds a MariaDB named lock),
+so a retry with the same key, or the resolver (``billing_daemon.payments``),
+can tell an abandoned attempt from a running one, ask the gateway what became
+of it and record that, once: the money moves once and is recorded once.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +40,41 @@ from protocol.messages import Event
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
 PAYABLE = ("pending", "failed")
+SYSTEM_ACTOR = "billing"  # the actor of refunds billing makes on its own (a hold lost during a charge)
+PROCESS_LOCK_PREFIX = "tf_billing_proc_"
+# Whether the process that started an attempt is alive: it holds a MariaDB named lock for
+# its whole life, and a killed process's session (and lock) ends with it.
+_OWNER_ALIVE = "(owner IS NOT NULL AND IS_USED_LOCK(CONCAT('" + PROCESS_LOCK_PREFIX + "', owner)) IS NOT NULL)"
+
+
+def process_lock_name(owner: str) -> str:
+    """The MariaDB lock a billing process holds while alive; ``owner`` is recorded on its attempts."""
+    return PROCESS_LOCK_PREFIX + owner
+
+
+def abandoned(attempt: dict[str, Any], owner: str | None, in_flight: Collection[str], resume_after: float) -> bool:
+    """Whether a ``charging`` attempt's request is over, so it may be resumed (by asking the gateway) now.
+
+    Not if this process is charging it right now. Yes if this process started it (its
+    request ended, with an error, since it is not in flight), if the process that started
+    it is gone (its lock is free: killed, or cut off from the database), or if it is older
+    than ``resume_after`` (a request stuck that long in a live process elsewhere). Resuming
+    an attempt whose request is in fact still running is safe, only wasteful: the gateway
+    answers the same for one attempt id and recording happens once under a row lock.
+    """
+    if attempt["status"] != "charging" or attempt["id"] in in_flight:
+        return False
+    return ((owner is not None and attempt["owner"] == owner) or not attempt["owner_alive"]
+            or float(attempt["age"]) >= resume_after)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What recording an attempt's outcome came to: the answer, or a refund to make first."""
+
+    status: int
+    body: dict[str, Any]
+    refund_due: bool = False
 
 
 class StreamGap(Exception):
@@ -235,6 +274,8 @@ class BillingStore:
                                        " WHERE order_id = %s ORDER BY seat_label", (order_id,))
         attempts = await fetchall(conn, "SELECT id, status, decline_reason, created_at FROM payment_attempts"
                                         " WHERE order_id = %s ORDER BY created_at", (order_id,))
+        refunds = await fetchall(conn, "SELECT id, amount_minor, currency, reason, created_at FROM refunds"
+                                       " WHERE order_id = %s ORDER BY created_at", (order_id,))
         return {
             "id": row["id"], "reservation_id": row["id"], "user_id": row["user_id"], "event_id": row["event_id"],
             "status": row["status"], "amount_minor": row["amount_minor"], "currency": row["currency"],
@@ -243,6 +284,7 @@ class BillingStore:
             "tickets": [{**t, "checked_in_at": rfc3339(t["checked_in_at"])} for t in tickets],
             "payments": [{"id": a["id"], "status": a["status"], "decline_reason": a["decline_reason"],
                           "created_at": rfc3339(a["created_at"])} for a in attempts],
+            "refunds": [{**r, "created_at": rfc3339(r["created_at"])} for r in refunds],
         }
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
@@ -267,12 +309,16 @@ class BillingStore:
     # --- payments -----------------------------------------------------------------
 
     async def begin_payment(self, order_id: str, key: tuple[str, str, str], margin_seconds: float,
-                            resume_after: float = 30.0,
+                            resume_after: float = 30.0, *, owner: str | None = None,
+                            in_flight: Collection[str] = (), attempt_id: str | None = None,
                             ) -> tuple[str, dict[str, Any]] | tuple[None, tuple[int, dict[str, Any]]]:
         """Phase 1. Returns ("charge", attempt) to go on, or (None, (status, body)) to answer now.
 
-        An attempt left ``charging`` for ``resume_after`` seconds belongs to a request that
-        crashed; a retry resumes it (the gateway answers the same for the same attempt).
+        ``owner`` is the calling process (see :func:`process_lock_name`), ``in_flight`` the
+        attempts it is charging right now, ``attempt_id`` the id to give a new attempt (the
+        caller marks it in flight before it exists, so its own resolver never mistakes it for
+        an abandoned one). An attempt left ``charging`` is resumed at once when its request
+        is known to be over (see :func:`abandoned`); otherwise the retry gets 409 until it is.
         """
         scope, idem_key, _ = key
 
@@ -282,8 +328,8 @@ class BillingStore:
                 if prior["status"]:
                     return None, (prior["status"], json.loads(prior["body"]))
                 attempt = prior["attempt_id"] and await self._attempt(conn, prior["attempt_id"])
-                if attempt and attempt["status"] == "charging" and attempt["age"] >= resume_after:
-                    return "charge", attempt  # the request that started it crashed: resume it
+                if attempt and abandoned(attempt, owner, in_flight, resume_after):
+                    return "charge", attempt  # the request that started it is over: resume it
                 raise BillingError(409, "REQUEST_IN_PROGRESS", "a request with this Idempotency-Key is running")
             order = await fetchone(conn, "SELECT id, status, amount_minor, currency, expires_at, charging_attempt,"
                                          " TIMESTAMPDIFF(MICROSECOND, NOW(6), expires_at) / 1e6 AS remaining"
@@ -299,66 +345,96 @@ class BillingStore:
                                        {"expires_at": rfc3339(order["expires_at"])})
             elif order["charging_attempt"] is not None:
                 current = await self._attempt(conn, order["charging_attempt"])
-                if current and current["status"] == "charging" and current["age"] < resume_after:
-                    refusal = BillingError(409, "PAYMENT_IN_PROGRESS", "another payment of this order is running")
-                elif current and current["status"] == "charging":
-                    await execute(conn, "UPDATE idempotency_keys SET attempt_id = %s WHERE scope = %s"
-                                        " AND idem_key = %s", (current["id"], scope, idem_key))
-                    return "charge", current
+                if current and current["status"] == "charging":
+                    if not abandoned(current, owner, in_flight, resume_after):
+                        refusal = BillingError(409, "PAYMENT_IN_PROGRESS", "another payment of this order is running")
+                    else:
+                        await execute(conn, "UPDATE idempotency_keys SET attempt_id = %s WHERE scope = %s"
+                                            " AND idem_key = %s", (current["id"], scope, idem_key))
+                        return "charge", current
             if refusal is not None:
                 # Refusals are answers too: the same key gets the same answer.
                 await self._answer(conn, key, refusal.status, refusal.body())
                 return None, (refusal.status, refusal.body())
-            attempt_id = str(uuid7())
-            await execute(conn, "INSERT INTO payment_attempts (id, order_id, status, amount_minor, currency,"
-                                " created_at) VALUES (%s, %s, 'charging', %s, %s, NOW(6))",
-                          (attempt_id, order_id, order["amount_minor"], order["currency"]))
+            new_id = attempt_id or str(uuid7())
+            await execute(conn, "INSERT INTO payment_attempts (id, order_id, status, amount_minor, currency, owner,"
+                                " created_at) VALUES (%s, %s, 'charging', %s, %s, %s, NOW(6))",
+                          (new_id, order_id, order["amount_minor"], order["currency"], owner))
             await execute(conn, "UPDATE orders SET charging_attempt = %s, updated_at = NOW(6) WHERE id = %s",
-                          (attempt_id, order_id))
+                          (new_id, order_id))
             await execute(conn, "UPDATE idempotency_keys SET attempt_id = %s WHERE scope = %s AND idem_key = %s",
-                          (attempt_id, scope, idem_key))
-            return "charge", await self._attempt(conn, attempt_id)
+                          (new_id, scope, idem_key))
+            return "charge", await self._attempt(conn, new_id)
 
         return await self.db.transaction(begin, idempotent=True)
 
-    async def _attempt(self, conn: aiomysql.Connection, attempt_id: str) -> dict[str, Any] | None:
-        return await fetchone(conn, "SELECT id, order_id, status, amount_minor, currency,"
-                                    " TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) / 1e6 AS age"
-                                    " FROM payment_attempts WHERE id = %s", (attempt_id,))
+    async def _attempt(self, conn: aiomysql.Connection, attempt_id: str, lock: bool = False) -> dict[str, Any] | None:
+        return await fetchone(conn, "SELECT id, order_id, status, amount_minor, currency, owner,"
+                                    " TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) / 1e6 AS age,"
+                                    f" {_OWNER_ALIVE} AS owner_alive"
+                                    " FROM payment_attempts WHERE id = %s" + (" FOR UPDATE" if lock else ""),
+                              (attempt_id,))
 
-    async def finish_payment(self, attempt: dict[str, Any], result: ChargeResult,
-                             key: tuple[str, str, str]) -> tuple[int, dict[str, Any]]:
-        """Phase 3: record the gateway's answer, issue tickets, emit the event, store the response."""
-        async def finish(conn: aiomysql.Connection) -> tuple[int, dict[str, Any]]:
+    async def charging_attempts(self, older_than: float, owner: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Attempts still ``charging`` that the resolver may look at: older than ``older_than``
+        seconds, or started by this process, or by a process that is gone. The caller still
+        leaves out the ones it is charging right now (see :func:`abandoned`)."""
+        return await self.db.run(lambda c: fetchall(
+            c, "SELECT id, order_id, status, amount_minor, currency, owner,"
+               " TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) / 1e6 AS age,"
+               f" {_OWNER_ALIVE} AS owner_alive FROM payment_attempts WHERE status = 'charging'"
+               " AND (created_at < NOW(6) - INTERVAL %s MICROSECOND OR owner = %s OR NOT " + _OWNER_ALIVE + ")"
+               " ORDER BY created_at LIMIT %s", (int(older_than * 1e6), owner, limit)), idempotent=True)
+
+    async def finish_payment(self, attempt: dict[str, Any], result: ChargeResult | None,
+                             key: tuple[str, str, str] | None = None, refund_ref: str | None = None,
+                             ) -> Settled:
+        """Phase 3: record what the gateway said about the attempt, once, whoever asks.
+
+        ``result`` is the gateway's answer (None: the charge never reached it, so nothing
+        was taken). Paid: tickets + ``payment.succeeded``. Declined or never charged:
+        ``payment.failed`` and the order is payable again. Charged although the hold is
+        gone (released while the card was being charged), or charged after the attempt was
+        already given up as failed: the money must go back, and that takes a gateway call,
+        which is never made inside a transaction. So the first call answers
+        ``refund_due`` without changing anything; the caller refunds at the gateway (keyed
+        by the attempt, so twice is once) and calls again with ``refund_ref``, which
+        records the refund row and ``payment.refunded``. A hold that is gone stays gone
+        (``cancelled`` is final), so the second call finds the same state.
+
+        The attempt row is locked and must still be ``charging``: of two replicas (or a
+        retry and the resolver) finishing one attempt, the second finds it done and only
+        reads the answer. Every Idempotency-Key waiting on the attempt gets the answer.
+        """
+        async def finish(conn: aiomysql.Connection) -> Settled:
             order = await fetchone(conn, "SELECT * FROM orders WHERE id = %s FOR UPDATE", (attempt["order_id"],))
-            current = await fetchone(conn, "SELECT status FROM payment_attempts WHERE id = %s FOR UPDATE",
-                                     (attempt["id"],))
-            if current["status"] != "charging":  # another request finished this attempt already
-                answer = await self._order(conn, order["id"])
-                status, body = (200, answer) if current["status"] == "succeeded" else (402, _declined(answer))
-                await self._answer(conn, key, status, body)
-                return status, body
-            await execute(conn, "UPDATE payment_attempts SET status = %s, gateway_ref = %s, decline_reason = %s,"
-                                " finished_at = NOW(6) WHERE id = %s",
-                          ("succeeded" if result.approved else "declined", result.reference, result.reason,
-                           attempt["id"]))
+            current = await fetchone(conn, "SELECT id, status, gateway_ref FROM payment_attempts WHERE id = %s"
+                                           " FOR UPDATE", (attempt["id"],))
             base = {"order_id": order["id"], "reservation_id": order["id"], "user_id": order["user_id"],
-                    "event_id": order["event_id"], "amount_minor": order["amount_minor"],
-                    "currency": order["currency"], "payment_id": attempt["id"]}
-            if not result.approved:
-                await execute(conn, "UPDATE orders SET status = 'failed', charging_attempt = NULL,"
-                                    " updated_at = NOW(6) WHERE id = %s", (order["id"],))
-                event = ("payment.failed", {**base, "reason": result.reason})
-                status, body = 402, _declined(await self._order(conn, order["id"]))
+                    "event_id": order["event_id"], "amount_minor": attempt["amount_minor"],
+                    "currency": attempt["currency"], "payment_id": attempt["id"]}
+            charged = result is not None and result.approved
+            if current["status"] != "charging":  # finished already (another replica, the resolver, a retry)
+                if charged and current["status"] == "failed":
+                    # Given up as never charged, yet the charge landed: give the money back.
+                    if refund_ref is None:
+                        return Settled(0, {}, refund_due=True)
+                    await self._refund_attempt(conn, order, base, refund_ref, "charge_completed_after_failure")
+                return await self._settled(conn, order, attempt["id"], key)
+            if result is None:
+                await self._fail(conn, order, attempt["id"], "failed", None, "charge_not_completed")
+                await emit(conn, "payment.failed", {**base, "reason": "charge_not_completed"})
+            elif not result.approved:
+                await self._fail(conn, order, attempt["id"], "declined", result.reference, result.reason)
+                await emit(conn, "payment.failed", {**base, "reason": result.reason})
             elif order["status"] not in PAYABLE:
                 # The hold was released while the card was being charged: give the money back.
-                await execute(conn, "UPDATE payment_attempts SET status = 'refunded' WHERE id = %s",
-                              (attempt["id"],))
+                if refund_ref is None:
+                    return Settled(0, {}, refund_due=True)
+                await execute(conn, "UPDATE payment_attempts SET gateway_ref = %s WHERE id = %s",
+                              (result.reference, attempt["id"]))
                 await execute(conn, "UPDATE orders SET charging_attempt = NULL WHERE id = %s", (order["id"],))
-                event = ("payment.refunded", {**base, "reason": "hold_released_during_payment"})
-                status, body = 409, BillingError(409, "ORDER_NOT_PAYABLE", "the hold was released during the "
-                                                 "payment; the charge was refunded",
-                                                 {"status": order["status"]}).body()
+                await self._refund_attempt(conn, order, base, refund_ref, "hold_released_during_payment")
             else:
                 seats = json.loads(order["seats"])
                 tickets = [(str(uuid7()), order["id"], order["event_id"], seat["id"], seat["label"],
@@ -366,20 +442,78 @@ class BillingStore:
                 await executemany(conn, "INSERT INTO tickets (id, order_id, event_id, seat_id, seat_label, code,"
                                         " status, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'valid', NOW(6))",
                                   tickets)
+                await execute(conn, "UPDATE payment_attempts SET status = 'succeeded', gateway_ref = %s,"
+                                    " finished_at = NOW(6) WHERE id = %s", (result.reference, attempt["id"]))
                 await execute(conn, "UPDATE orders SET status = 'paid', charging_attempt = NULL, paid_at = NOW(6),"
                                     " updated_at = NOW(6) WHERE id = %s", (order["id"],))
-                event = ("payment.succeeded", {
+                await emit(conn, "payment.succeeded", {
                     **base, "seats": seats,
                     # Ticket ids only: codes admit at the door, and reach only their owner and the door.
                     "tickets": [{"id": t[0], "seat_id": t[3], "seat_label": t[4]} for t in tickets]})
-                status, body = 200, await self._order(conn, order["id"])
-            await self._answer(conn, key, status, body)
-            await emit(conn, *event)
-            return status, body
+            return await self._settled(conn, order, attempt["id"], key)
 
         answer = await self.db.transaction(finish, idempotent=True)
         self._emitted()
         return answer
+
+    async def _fail(self, conn: aiomysql.Connection, order: dict[str, Any], attempt_id: str, status: str,
+                    reference: str | None, reason: str | None) -> None:
+        """The attempt took no money: record why; the order is payable again unless its hold is gone."""
+        await execute(conn, "UPDATE payment_attempts SET status = %s, gateway_ref = %s, decline_reason = %s,"
+                            " finished_at = NOW(6) WHERE id = %s", (status, reference, reason, attempt_id))
+        # A hold released during the charge stays released (cancelled is final): only a payable
+        # order becomes 'failed', i.e. payable again.
+        await execute(conn, "UPDATE orders SET status = IF(status IN ('pending', 'failed'), 'failed', status),"
+                            " charging_attempt = NULL, updated_at = NOW(6) WHERE id = %s", (order["id"],))
+
+    async def _refund_attempt(self, conn: aiomysql.Connection, order: dict[str, Any], base: dict[str, Any],
+                              refund_ref: str, reason: str) -> None:
+        """Record an automatic refund (the gateway has refunded already) and tell downstream, once."""
+        await execute(conn, "UPDATE payment_attempts SET status = 'refunded', finished_at = NOW(6) WHERE id = %s",
+                      (base["payment_id"],))
+        refund_id = await self._insert_refund(conn, order["id"], base["payment_id"], base["amount_minor"],
+                                              base["currency"], reason, SYSTEM_ACTOR, refund_ref)
+        if refund_id is not None:
+            await emit(conn, "payment.refunded", {**base, "reason": reason, "refund_id": refund_id})
+
+    async def _insert_refund(self, conn: aiomysql.Connection, order_id: str, attempt_id: str, amount_minor: int,
+                             currency: str, reason: str, actor: str | None, gateway_ref: str | None) -> str | None:
+        """The new refund's id, or None if this attempt was refunded (and recorded) before."""
+        refund_id = str(uuid7())
+        inserted = await execute(conn, "INSERT IGNORE INTO refunds (id, order_id, attempt_id, amount_minor, currency,"
+                                       " reason, actor, created_at, gateway_ref)"
+                                       " VALUES (%s, %s, %s, %s, %s, %s, %s, NOW(6), %s)",
+                                 (refund_id, order_id, attempt_id, amount_minor, currency, reason, actor, gateway_ref))
+        return refund_id if inserted else None
+
+    async def _settled(self, conn: aiomysql.Connection, order: dict[str, Any], attempt_id: str,
+                       key: tuple[str, str, str] | None) -> Settled:
+        """The answer to a pay request for this attempt, stored under every key still waiting on it.
+
+        A key answered earlier keeps its first answer (one key, one answer)."""
+        status = await fetchval(conn, "SELECT status FROM payment_attempts WHERE id = %s", (attempt_id,))
+        view = await self._order(conn, order["id"])
+        if status == "succeeded":
+            answer = 200, view
+        elif status == "declined":
+            answer = 402, _declined(view)
+        elif status == "refunded" and view["status"] not in PAYABLE:
+            refund_id = await fetchval(conn, "SELECT id FROM refunds WHERE attempt_id = %s", (attempt_id,))
+            answer = 409, BillingError(409, "ORDER_NOT_PAYABLE", "the hold was released during the payment; "
+                                       "the charge was refunded", {"status": view["status"],
+                                                                   "refund_id": refund_id}).body()
+        else:  # failed: nothing was taken (or what was taken went back)
+            answer = 402, BillingError(402, "PAYMENT_FAILED", "the charge did not complete and nothing was taken; "
+                                       "you may retry with a new Idempotency-Key until the hold expires",
+                                       {"order_id": view["id"]}).body()
+        await execute(conn, "UPDATE idempotency_keys SET status = %s, body = %s WHERE attempt_id = %s AND status = 0",
+                      (answer[0], json.dumps(answer[1]), attempt_id))
+        if key is not None:
+            prior = await fetchone(conn, "SELECT status, body FROM idempotency_keys WHERE scope = %s"
+                                         " AND idem_key = %s", (key[0], key[1]))
+            if prior is not None and prior["status"]:
+                answer = prior["status"], json.loads(prior["body"])
+        return Settled(*answer)
 
     async def _answer(self, conn: aiomysql.Connection, key: tuple[str, str, str], status: int,
                       body: dict[str, Any]) -> None:
@@ -391,8 +525,16 @@ class BillingStore:
             c, "SELECT id, amount_minor, currency FROM payment_attempts WHERE order_id = %s AND status = 'succeeded'",
             (order_id,)), idempotent=True)
 
-    async def refund(self, order_id: str, reason: str) -> tuple[int, dict[str, Any]]:
-        """Mark a paid order refunded and void its tickets (after the gateway refunded)."""
+    async def refund(self, order_id: str, reason: str, actor: str | None = None, *,
+                     attempt: dict[str, Any] | None = None, gateway_ref: str | None = None,
+                     ) -> tuple[int, dict[str, Any]]:
+        """Mark a paid order refunded, void its tickets and record the refund (after the gateway refunded).
+
+        ``attempt`` is the paid attempt the gateway refunded (from :meth:`paid_attempt`),
+        ``gateway_ref`` the gateway's refund reference, ``actor`` who asked (the audit trail,
+        with ``reason``). Refunding twice is harmless: the second call finds the order
+        refunded and answers it, with the one refund row.
+        """
         async def refund(conn: aiomysql.Connection) -> tuple[int, dict[str, Any]]:
             order = await fetchone(conn, "SELECT * FROM orders WHERE id = %s FOR UPDATE", (order_id,))
             if order is None:
@@ -405,12 +547,18 @@ class BillingStore:
             await execute(conn, "UPDATE orders SET status = 'refunded', updated_at = NOW(6) WHERE id = %s",
                           (order_id,))
             await execute(conn, "UPDATE tickets SET status = 'void' WHERE order_id = %s", (order_id,))
+            paid = attempt or await fetchone(conn, "SELECT id FROM payment_attempts WHERE order_id = %s"
+                                                   " AND status = 'succeeded'", (order_id,))
+            refund_id = await self._insert_refund(conn, order_id, paid["id"], order["amount_minor"], order["currency"],
+                                                  reason, actor, gateway_ref) or await fetchval(
+                conn, "SELECT id FROM refunds WHERE attempt_id = %s", (paid["id"],))
             seats = json.loads(order["seats"])
             view = await self._order(conn, order_id)
             await emit(conn, "payment.refunded", {
                 "order_id": order_id, "reservation_id": order_id, "user_id": order["user_id"],
                 "event_id": order["event_id"], "amount_minor": order["amount_minor"], "currency": order["currency"],
-                "seat_ids": [s["id"] for s in seats], "reason": reason})
+                "payment_id": paid["id"], "seat_ids": [s["id"] for s in seats], "reason": reason,
+                "refund_id": refund_id})
             return 200, view
 
         answer = await self.db.transaction(refund, idempotent=True)

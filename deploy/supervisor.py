@@ -79,6 +79,8 @@ def daemon_env(settings: StackSettings) -> dict[str, str]:
     env = {**local(settings).env(), **os.environ}
     ports = {spec.name: daemon_port(spec, env) for spec in DAEMONS}
     env.setdefault("TICKETFLOW_PORTAL_PG_DSN", env["TICKETFLOW_PG_DSN"])
+    # The mock gateway remembers its charges across billing restarts, so the resolver can ask it.
+    env.setdefault("TICKETFLOW_MOCK_GATEWAY_LEDGER", str(settings.root / "mock-gateway.jsonl"))
     env.setdefault("TICKETFLOW_RESERVATION_URL", f"http://127.0.0.1:{ports['reservation']}")
     env.setdefault("TICKETFLOW_BILLING_URL", f"http://127.0.0.1:{ports['billing']}")
     return env

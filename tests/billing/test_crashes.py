@@ -113,8 +113,13 @@ async def test_two_billing_replicas_behave_as_one_and_a_standby_takes_over_the_r
     assert (await b.api.get(f"/api/orders/{held['id']}")).body == paid.body
     replay = await b.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
     assert replay.body == paid.body, "an Idempotency-Key is honoured across replicas"
-    relays = [(await s.api.get("/ready")).body["checks"]["relay"] for s in (a, b)]
-    assert sorted(relays) == ["active", "standby"]
+    relays: list[str] = []
+
+    async def one_relay() -> bool:  # the relay takes its lock a moment after /ready first answers 200
+        relays[:] = [(await s.api.get("/ready")).body["checks"]["relay"] for s in (a, b)]
+        return sorted(relays) == ["active", "standby"]
+
+    await wait_until(one_relay, 10, "exactly one replica holding the relay lock")
 
     def delivered(n: int):
         async def check() -> bool:

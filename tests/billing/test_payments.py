@@ -4,6 +4,7 @@ import asyncio
 import random
 import uuid
 
+from billing_daemon.gateway import read_ledger
 from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
 from tests.support.auth import token
@@ -130,16 +131,25 @@ async def test_two_simultaneous_scans_of_one_ticket_admit_once(pipeline):
     assert unknown.status == 404 and unknown.body["error"]["code"] == "TICKET_NOT_FOUND"
 
 
-async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline):
-    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline, tmp_path):
+    reservation = await pipeline.reservation()
+    ledger = tmp_path / "gateway.jsonl"
+    billing = await pipeline.billing(TICKETFLOW_MOCK_GATEWAY_LEDGER=str(ledger))
     pipeline.start_bridge_stand_in()
     held = await hold_one(reservation, "changed-mind", seats=2)
     await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
     paid = (await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})).body
+    assert paid["refunds"] == []
     refunded = await billing.api.post(f"/api/orders/{held['id']}/refund", {"reason": "cannot attend"})
     assert refunded.status == 200 and refunded.body["status"] == "refunded"
     assert {t["status"] for t in refunded.body["tickets"]} == {"void"}
-    assert (await billing.api.post(f"/api/orders/{held['id']}/refund")).status == 200  # twice is harmless
+    [refund] = refunded.body["refunds"]
+    assert (refund["amount_minor"], refund["currency"], refund["reason"]) == (5000, "EUR", "cannot attend")
+    twice = await billing.api.post(f"/api/orders/{held['id']}/refund")
+    assert twice.status == 200 and twice.body["refunds"] == [refund], "twice is harmless: one refund"
+    assert [(r["op"], r["amount_minor"]) for r in read_ledger(ledger)] == [("charge", 5000), ("refund", 5000)]
+    rows = await pipeline.maria("SELECT id, reason, actor, gateway_ref FROM refunds")
+    assert len(rows) == 1 and rows[0]["id"] == refund["id"] and rows[0]["gateway_ref"].startswith("mock_re_")
     voided = await billing.api.as_(token("door")).post("/api/checkin", {"code": paid["tickets"][0]["code"]})
     assert voided.status == 404
 
@@ -147,6 +157,8 @@ async def test_a_refund_voids_the_tickets_and_leaves_on_the_stream(pipeline):
         return [e["type"] for e in await pipeline.bridge_events()] == ["payment.succeeded", "payment.refunded"]
 
     await wait_until(refunded_on_bridge, 10, "payment.refunded on the bridge stream")
+    event = (await pipeline.bridge_events())[-1]["data"]
+    assert (event["refund_id"], event["amount_minor"], event["reason"]) == (refund["id"], 5000, "cannot attend")
     unpaid = await hold_one(reservation, "other")
     await wait_until(lambda: order_appears(billing, unpaid["id"]), 10, "the second order appearing")
     refused = await billing.api.post(f"/api/orders/{unpaid['id']}/refund")
@@ -210,3 +222,29 @@ async def test_logins_are_rate_limited_per_email_and_a_wrong_password_is_401(pip
     assert int(replies[-1].headers["Retry-After"]) >= 1
     # Another account is not locked out by guesses against this one.
     assert (await anonymous.post("/api/sessions", {"email": "other@example.com", "password": "x" * 12})).status == 401
+
+
+async def test_a_hold_released_while_its_payment_is_charged_is_refunded_at_the_gateway_once(pipeline, tmp_path):
+    reservation = await pipeline.reservation()
+    ledger = tmp_path / "gateway.jsonl"
+    billing = await pipeline.billing(TICKETFLOW_MOCK_GATEWAY_LEDGER=str(ledger), TICKETFLOW_PAYMENT_LATENCY_MS="2000")
+    held = await hold_one(reservation, "too-slow", seats=2)
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
+    paying = asyncio.create_task(billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"}))
+    await wait_until(lambda: bool(read_ledger(ledger)), 10, "the charge reaching the gateway")
+    released = await reservation.api.delete(f"/api/reservations/{held['id']}")  # the buyer gives up the hold
+    assert released.status == 200, released.body
+
+    async def cancelled() -> bool:
+        rows = await pipeline.maria("SELECT status FROM orders WHERE id = %s", (held["id"],))
+        return rows[0]["status"] == "cancelled"
+
+    await wait_until(cancelled, 10, "the release reaching billing while the card is charged")
+    reply = await paying
+    assert reply.status == 409 and reply.body["error"]["code"] == "ORDER_NOT_PAYABLE", reply.body
+    again = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k"})
+    assert (again.status, again.body) == (reply.status, reply.body)
+    assert [(r["op"], r["amount_minor"], r["currency"]) for r in read_ledger(ledger)] == [
+        ("charge", 5000, "EUR"), ("refund", 5000, "EUR")], "the money goes back, once"
+    order = (await billing.api.get(f"/api/orders/{held['id']}")).body
+    assert [r["id"] for r in order["refunds"]] == [reply.body["error"]["details"]["refund_id"]]
