@@ -32,6 +32,7 @@ class Pipeline:
         self.tmp_path, self.session = tmp_path, session
         self.billing_link = free_port()
         self.bridge_link = free_port()
+        self.billing_port = free_port()  # the first billing's HTTP port: the reservation daemon asks it
         self.processes: list[DaemonProcess] = []
         self.bridge: DaemonProcess | None = None
 
@@ -45,12 +46,14 @@ class Pipeline:
         port = free_port()
         process = self._process("reservation_daemon", {
             "TICKETFLOW_PG_DSN": self.pg_dsn, "TICKETFLOW_RESERVATION_PORT": str(port),
-            "TICKETFLOW_BILLING_LINK_PORT": str(self.billing_link), **env}, port)
+            "TICKETFLOW_BILLING_LINK_PORT": str(self.billing_link),
+            "TICKETFLOW_BILLING_URL": f"http://127.0.0.1:{self.billing_port}", **env}, port)
         await process.start_ready()
         return Service(process, ApiClient(f"http://127.0.0.1:{port}", RESERVATION_SPEC, self.session))
 
     async def billing(self, **env: str) -> Service:
-        port = free_port()
+        first = not any(p.module == "billing_daemon" for p in self.processes)
+        port = self.billing_port if first else free_port()
         process = self._process("billing_daemon", {
             "TICKETFLOW_MARIADB_DSN": self.maria_dsn, "TICKETFLOW_BILLING_PORT": str(port),
             "TICKETFLOW_BILLING_LINK_PORT": str(self.billing_link),
