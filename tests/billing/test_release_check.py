@@ -5,6 +5,10 @@ billing's word, so a payment billing accepted keeps its seat whatever the pipeli
 """
 
 import asyncio
+import uuid
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
@@ -122,3 +126,27 @@ async def test_while_billing_is_down_expired_holds_stay_held_until_it_returns(pi
     await wait_until(lambda: _is(reservation, held["id"], "expired"), 30,
                      "the hold released once billing is back")
     assert await _other_buyer_can_hold(reservation, held)
+
+
+IDS = st.lists(st.uuids().map(str) | st.text(max_size=40) | st.integers() | st.none(), max_size=5)
+BODIES = st.dictionaries(st.sampled_from(["order_ids", "x"]), IDS | st.text(max_size=10) | st.none(), max_size=2)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES | st.lists(st.integers(), max_size=2) | st.none())
+async def test_any_release_check_body_gets_an_answer_in_the_contract(pipeline, body):
+    if not hasattr(pipeline, "fuzz_billing"):
+        pipeline.fuzz_billing = await pipeline.billing()
+    reply = await pipeline.fuzz_billing.api.post("/api/internal/holds/release-check", body)
+    assert reply.status in (200, 400, 422), (body, reply.body)
+    if reply.status == 200:  # only well-formed lists of order ids; unknown orders are released
+        assert set(reply.body["answers"].values()) == {"released"}
+
+
+async def test_only_services_may_ask_billing_to_release_a_hold(pipeline):
+    billing = await pipeline.billing()
+    body = {"order_ids": [str(uuid.uuid4())]}
+    assert (await billing.api.as_(None).post("/api/internal/holds/release-check", body)).status == 401
+    for role in ("buyer", "organizer", "door"):
+        assert (await billing.api.as_(token(role)).post("/api/internal/holds/release-check", body)).status == 403
+    assert (await billing.api.post("/api/internal/holds/release-check", body)).status == 200
