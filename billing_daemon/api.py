@@ -49,6 +49,7 @@ def _password(body: dict) -> str:
     return password
 
 
+RELEASE_CHECK_MAX = 1000  # order ids per release-check call
 ORDER_NOT_FOUND = NotFound("no such order", code="ORDER_NOT_FOUND")
 USER_NOT_FOUND = NotFound("no such user", code="USER_NOT_FOUND")
 
@@ -161,6 +162,11 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         except BillingError as exc:
             raise _billing_error(exc) from None
 
+    async def release_check(request: web.Request) -> web.Response:
+        body = v.obj(await read_json(request))
+        order_ids = [str(i) for i in v.uuid_list(body, "order_ids", max_items=RELEASE_CHECK_MAX)]
+        return json_response({"answers": await store.release_check(order_ids)})
+
     async def check_in(request: web.Request) -> web.Response:
         body = v.obj(await read_json(request))
         code = v.text(body, "code", min_len=10, max_len=100)
@@ -184,6 +190,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         web.post("/api/orders/{order_id}/pay", pay),
         web.post("/api/orders/{order_id}/refund", refund),
         web.post("/api/checkin", check_in),
+        web.post("/api/internal/holds/release-check", release_check),
     ]
 
 

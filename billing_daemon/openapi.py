@@ -95,6 +95,21 @@ PATHS: dict[str, Any] = {
                       "409": error("ALREADY_CHECKED_IN, with the first scan's time in details"),
                       "400": error("MALFORMED_JSON"), "422": error("VALIDATION_FAILED"),
                       "503": UNAVAILABLE}}},
+    "/api/internal/holds/release-check": {"post": {
+        "summary": "Before it releases held reservations, the reservation daemon asks here. Per order, in one "
+                   "transaction with the order locked: released (no payment charging or taken: the order is "
+                   "cancelled, so no payment can start afterwards; an order not yet received is recorded as "
+                   "released and opens cancelled), paid (the money is taken: confirm the hold instead) or "
+                   "charging (keep the hold, ask again later)",
+        **access(SERVICE),
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["order_ids"],
+            "properties": {"order_ids": {"type": "array", "items": UUID, "minItems": 1, "maxItems": 1000,
+                                         "uniqueItems": True}}}}}},
+        "responses": {"200": json_body({"type": "object", "required": ["answers"], "properties": {
+            "answers": {"type": "object", "additionalProperties": {"enum": ["released", "paid", "charging"]}}}},
+            "one answer per order id"),
+            "400": error("MALFORMED_JSON"), "422": error("VALIDATION_FAILED"), "503": UNAVAILABLE}}},
 }
 
 SCHEMAS: dict[str, Any] = {

@@ -182,6 +182,20 @@ class BillingStore:
                  e.data["amount_minor"], e.data["currency"], json.dumps(e.data["seats"]),
                  parse_time(e.data["expires_at"])) for e in created])
             outcomes.update({e.id: "order_opened" for e in created})
+            if created:
+                # Holds released before their order arrived (release_check answered for an unknown
+                # order): the order opens cancelled, so no payment can ever start on it.
+                ids = [e.data["id"] for e in created]
+                marks = ",".join(["%s"] * len(ids))
+                released = {r["order_id"] for r in await fetchall(
+                    conn, f"SELECT order_id FROM released_holds WHERE order_id IN ({marks}) FOR UPDATE", ids)}
+                if released:
+                    gone = sorted(released)
+                    gone_marks = ",".join(["%s"] * len(gone))
+                    await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6)"
+                                        f" WHERE status = 'pending' AND id IN ({gone_marks})", gone)
+                    await execute(conn, f"DELETE FROM released_holds WHERE order_id IN ({gone_marks})", gone)
+                    outcomes.update({e.id: "order_opened_released" for e in created if e.data["id"] in released})
             for e in fresh:
                 if e.type in ("reservation.cancelled", "reservation.expired"):
                     changed = await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6)"
@@ -202,6 +216,50 @@ class BillingStore:
                           (batch[-1].seq, stream))
 
         await self.db.transaction(apply, idempotent=False)
+
+    # --- releasing holds (the reservation daemon asks first) ------------------------
+
+    async def release_check(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """Billing's word on releasing each hold: ``released``, ``paid`` or ``charging``.
+
+        Each order is decided in its own transaction with its row locked, so the answer and
+        its effect are atomic against a payment starting (``begin_payment`` locks the same row):
+
+        - no attempt charging or succeeded: the order is cancelled (no payment can start
+          from now on) and the hold may be released;
+        - ``paid``: the money is taken; the reservation daemon confirms the hold instead;
+        - ``charging``: a payment is in flight; keep the hold and ask again later;
+        - no order yet (the reservation stream is behind, so no payment can exist): the
+          release is recorded and the order opens cancelled when it arrives.
+        Cancelled and refunded orders answer ``released`` (no money is held for them).
+        """
+        async def decide(conn: aiomysql.Connection, order_id: str) -> str:
+            lookup = "SELECT status, charging_attempt FROM orders WHERE id = %s FOR UPDATE"
+            order = await fetchone(conn, lookup, (order_id,))
+            if order is None:
+                await execute(conn, "INSERT IGNORE INTO released_holds (order_id, released_at) VALUES (%s, NOW(6))",
+                              (order_id,))
+                # Read again, locking: an order inserted meanwhile (not yet committed) is waited for.
+                order = await fetchone(conn, lookup, (order_id,))
+                if order is None:
+                    return "released"
+                await execute(conn, "DELETE FROM released_holds WHERE order_id = %s", (order_id,))
+            if order["status"] == "paid":
+                return "paid"
+            if order["status"] not in PAYABLE:
+                return "released"  # cancelled already, or refunded: no money is held
+            if order["charging_attempt"] is not None and await fetchval(
+                    conn, "SELECT status FROM payment_attempts WHERE id = %s",
+                    (order["charging_attempt"],)) == "charging":
+                return "charging"
+            await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6) WHERE id = %s",
+                          (order_id,))
+            return "released"
+
+        answers: dict[str, str] = {}
+        for order_id in order_ids:
+            answers[order_id] = await self.db.transaction(lambda c, o=order_id: decide(c, o), idempotent=True)
+        return answers
 
     # --- users --------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``ticketflow status``: every server and daemon up or down, and each link's lag.
+"""``ticketflow status``: every server and daemon up or down, each link's lag, the portal's stuck messages.
 
 Lag is "written but not yet acknowledged downstream": for the two TCP links
 the producer's last sequence minus the receiver's acknowledged one, for the
@@ -75,6 +75,37 @@ async def _lags(env: dict[str, str]) -> dict[str, Any]:
     return lags
 
 
+# --- stuck messages (the portal retries a message whose peer is down or answers unexpectedly) ---
+
+
+def stuck_messages(portal_url: str) -> dict[str, Any] | str:
+    """The portal's stuck-message summary from its /ready ({"count", "oldest_seconds"}), or why not known."""
+    try:
+        with urllib.request.urlopen(portal_url + "/ready", timeout=2) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as exc:  # 503 still carries the checks
+        try:
+            body = json.load(exc)
+        except ValueError:
+            return f"unknown (http {exc.code})"
+    except (OSError, ValueError):
+        return "unknown (portal down)"
+    stuck = body.get("checks", {}).get("stuck") if isinstance(body, dict) else None
+    return stuck if isinstance(stuck, dict) else "unknown (portal does not say)"
+
+
+def render_stuck(stuck: dict[str, Any] | str) -> list[str]:
+    if isinstance(stuck, str):
+        line = stuck
+    elif not stuck.get("count"):
+        line = "none"
+    else:
+        line = (f"{stuck['count']} message(s) retrying, oldest for {stuck['oldest_seconds']:.0f} s"
+                " (the portal's GET /api/stuck lists them; its log says why)")
+    return ["portal messages stuck (a peer down or answering unexpectedly; never dead-lettered for it):",
+            f"  {line}"]
+
+
 def collect(settings: StackSettings) -> dict[str, Any]:
     env = daemon_env(settings)
     pids, _ = daemon_dirs(settings)
@@ -83,7 +114,9 @@ def collect(settings: StackSettings) -> dict[str, Any]:
         pid = process.running_pid(pids / f"{spec.name}.pid")
         state = _probe(f"http://127.0.0.1:{daemon_port(spec, env)}/ready")
         daemons[spec.name] = {"state": state, "pid": pid}
-    return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env))}
+    portal = next(spec for spec in DAEMONS if spec.name == "portal")
+    return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env)),
+            "stuck": stuck_messages(f"http://127.0.0.1:{daemon_port(portal, env)}")}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -94,6 +127,7 @@ def render(report: dict[str, Any]) -> str:
               for name, d in report["daemons"].items()]
     lines.append("links (events written, not yet acknowledged downstream):")
     lines += [f"  {name:<26} {lag}" for name, lag in report["lag"].items()]
+    lines += render_stuck(report["stuck"])
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access, princip
 from deploy.runtime.http import NotFound, json_response, service_routes
 from deploy.runtime.openapi import document, error, json_body, ref
 from portal_consumer.store import PortalStore
+from portal_consumer.stuck import StuckMessages
 
 NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "payload", "created_at"],
         "properties": {"id": {"type": "string", "format": "uuid"}, "user_id": {"type": "string"},
@@ -17,6 +18,12 @@ NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "pay
                        "order_id": {"type": ["string", "null"]}, "payload": {"type": "object"},
                        "created_at": {"type": "string", "format": "date-time"},
                        "delivered_at": {"type": ["string", "null"]}}}
+STUCK = {"type": "object", "required": ["message_id", "order_id", "type", "attempts", "age_seconds", "last_answer",
+                                       "stuck_since"],
+         "properties": {"message_id": {"type": "string"}, "order_id": {"type": ["string", "null"]},
+                        "type": {"type": ["string", "null"]}, "attempts": {"type": "integer", "minimum": 1},
+                        "age_seconds": {"type": "number", "minimum": 0}, "last_answer": {"type": "string"},
+                        "stuck_since": {"type": "string", "format": "date-time"}}}
 SPEC = document(
     "TicketFlow portal consumer", "Notifications produced when sales are finalized, failed or refunded.",
     {"/api/notifications": {"get": {
@@ -30,11 +37,17 @@ SPEC = document(
                              "newest first"),
             "404": error("USER_NOT_FOUND: user_id names someone else"),
             "422": error("VALIDATION_FAILED: user_id is not text a database can store"),
-            "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}}},
-    {"Notification": NOTE})
+            "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}},
+     "/api/stuck": {"get": {
+         "summary": "Messages being retried because a peer is down or answers unexpectedly (they stay in the "
+                    "queue, unacked; none is dead-lettered for it), oldest first",
+         **access(SERVICE),
+         "responses": {"200": json_body({"type": "object", "required": ["stuck"], "properties": {
+             "stuck": {"type": "array", "items": ref("StuckMessage")}}}, "the stuck messages")}}}},
+    {"Notification": NOTE, "StuckMessage": STUCK})
 
 
-def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:
+def routes(store: PortalStore, ready, instance: str, stuck: StuckMessages) -> list[web.RouteDef]:
     async def notifications(request: web.Request) -> web.Response:
         caller = principal(request)
         user_id = request.query.get("user_id") or caller.subject
@@ -42,4 +55,8 @@ def routes(store: PortalStore, ready, instance: str) -> list[web.RouteDef]:
             raise NotFound("no such user", code="USER_NOT_FOUND")  # someone else's: as if no such user
         return json_response({"notifications": await store.notifications(v.storable(user_id, "user_id"))})
 
-    return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications)]
+    async def stuck_messages(_: web.Request) -> web.Response:
+        return json_response({"stuck": stuck.listing()})
+
+    return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications),
+            web.get("/api/stuck", stuck_messages)]

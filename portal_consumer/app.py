@@ -48,13 +48,15 @@ class PortalConsumer:
         database = await self.db.ping()
         checks = {"database": "ok" if database else "unavailable",
                   "rabbitmq": "consuming" if self.consumer.connected else "unavailable",
-                  "processed": self.consumer.processed}
+                  "processed": self.consumer.processed,
+                  # Retrying messages do not make the portal unready; GET /api/stuck lists them.
+                  "stuck": self.consumer.stuck.summary()}
         return database and self.consumer.connected and self.schema.ready, checks
 
     async def start(self) -> None:
         await self.db.start()
         await self.peers.start()
-        app = make_app(api.routes(self.store, self.ready, self.instance), middlewares=[self.schema.middleware],
+        app = make_app(api.routes(self.store, self.ready, self.instance, self.consumer.stuck), middlewares=[self.schema.middleware],
                        auth=auth_middleware(api.SPEC, self.verifier))
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,

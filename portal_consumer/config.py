@@ -20,7 +20,13 @@ class Settings:
     amqp_prefix: str = amqp_prefix_setting()
     prefetch: int = setting("TICKETFLOW_PORTAL_PREFETCH", 32, positive_int, "unacked messages held at once")
     max_attempts: int = setting("TICKETFLOW_PORTAL_MAX_ATTEMPTS", 5, positive_int,
-                                "deliveries of a failing message before it is dead-lettered")
+                                "deliveries of a message that crashes processing before it is dead-lettered "
+                                "(unavailable peers and unexpected answers are retried without limit)")
+    retry_cap: float = setting("TICKETFLOW_PORTAL_RETRY_CAP_SECONDS", 30.0, positive_float,
+                               "longest pause between retries of a message whose peer is down or answers "
+                               "unexpectedly (exponential backoff with full jitter up to this)")
+    stuck_log_interval: float = setting("TICKETFLOW_PORTAL_STUCK_LOG_SECONDS", 60.0, positive_float,
+                                        "how often a message that stays stuck is logged again")
     reservation_url: str = setting("TICKETFLOW_RESERVATION_URL", "http://127.0.0.1:8083", str,
                                    "the reservation daemon's API")
     billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str, "the billing daemon's API")

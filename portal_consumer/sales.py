@@ -13,14 +13,28 @@ from typing import Any
 
 import structlog
 
-from portal_consumer.peers import PeerUnavailable, Peers
+from portal_consumer.peers import Peers
 from portal_consumer.store import Notification, PortalStore
 
 log = structlog.get_logger("portal.sales")
 
 
 class Unprocessable(ValueError):
-    """The event cannot be processed as it is (missing fields, an answer no retry will change)."""
+    """The event cannot be processed as it is (missing fields): the only reason to dead-letter it."""
+
+
+class UnexpectedAnswer(Exception):
+    """A peer answered something other than the documented answers (a 400, a 401, a 200 of the wrong shape).
+
+    Not the message's fault: it is retried with backoff, like an unavailable peer, until the
+    answer is one the portal can act on. The text names the call and status, never a body that
+    could carry a ticket code.
+    """
+
+
+def _answer(call: str, status: int, body: Any) -> UnexpectedAnswer:
+    code = body.get("error", {}).get("code") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
+    return UnexpectedAnswer(f"{call} answered {status}" + (f" {code}" if isinstance(code, str) else ""))
 
 
 def _need(data: dict[str, Any], *fields: str) -> None:
@@ -35,7 +49,11 @@ class SaleFinalizer:
         self.peers = peers
 
     async def handle(self, event: dict[str, Any]) -> str:
-        """Process one CloudEvent; returns its outcome. Raises PeerUnavailable to be retried."""
+        """Process one CloudEvent; returns its outcome.
+
+        Raises PeerUnavailable or UnexpectedAnswer to be retried, Unprocessable for an event that
+        lacks what it needs.
+        """
         if await self.store.is_processed(event["id"]):
             return "duplicate"
         data = event["data"]
@@ -71,11 +89,11 @@ class SaleFinalizer:
             refund_status, refund = await self.peers.refund(data["order_id"], "hold_lost",
                                                             key=f"portal-hold-lost-{data['order_id']}")
             if refund_status != 200:
-                raise Unprocessable(f"billing refused the refund: {refund_status} {refund}")
+                raise _answer("billing refund", refund_status, refund)
             return "refunded_hold_lost", [Notification(data["user_id"], "sale_failed_refunded", data["order_id"],
                                                        {**summary, "reason": "the seat hold expired before the "
                                                         "sale could be completed; the payment was refunded"})]
-        raise Unprocessable(f"reservation confirm answered {status}: {body}")
+        raise _answer("reservation confirm", status, body)
 
     async def _release(self, data: dict[str, Any]) -> tuple[str, list[Notification]]:
         _need(data, "order_id", "reservation_id", "user_id")
@@ -83,7 +101,7 @@ class SaleFinalizer:
         if status == 404:
             return "nothing_to_release", []
         if status != 200:
-            raise PeerUnavailable(f"release answered {status}: {body}")
+            raise _answer("reservation release", status, body)
         if data.get("reason") == "hold_lost":
             return "released_after_hold_lost", []  # the buyer was told when the sale failed
         return "seats_released", [Notification(data["user_id"], "refund_issued", data["order_id"], {

@@ -3,11 +3,14 @@
 Per message, one of:
 
 - processed (or a duplicate): ack;
-- a dependency is unavailable (reservation, billing or PostgreSQL down): retry the
-  same message here with backoff until it works; an outage never uses up attempts
-  or sends good messages to the dead-letter queue;
+- a dependency is unavailable (reservation, billing or PostgreSQL down) or a peer
+  answers something other than its documented answers (a 429, a 400, a 5xx, a
+  timeout): retry the same message here, unacked, with capped and jittered
+  backoff until it works. This never uses up the delivery limit and never
+  dead-letters a good message; the message is listed as stuck meanwhile
+  (portal_consumer.stuck: log lines, /ready, GET /api/stuck, ``ticketflow status``);
 - unreadable (not a CloudEvent, missing fields): dead-letter at once;
-- anything else failing: requeue, and after ``max_attempts`` deliveries dead-letter.
+- anything else failing (a bug): requeue, and after ``max_attempts`` deliveries dead-letter.
 
 Messages are processed concurrently, up to the prefetch, but one at a time per
 order: a ``payment.refunded`` must never overtake its own ``payment.succeeded``.
@@ -31,10 +34,12 @@ from deploy.runtime.backoff import Backoff
 from deploy.runtime.http import DependencyUnavailable
 from portal_consumer.config import Settings
 from portal_consumer.peers import PeerUnavailable
-from portal_consumer.sales import SaleFinalizer, Unprocessable
+from portal_consumer.sales import SaleFinalizer, UnexpectedAnswer, Unprocessable
+from portal_consumer.stuck import StuckMessages
 
 log = structlog.get_logger("portal.consumer")
-TRANSIENT = (PeerUnavailable, DependencyUnavailable, ConnectionError, OSError, asyncio.TimeoutError)
+# Retried in place, never dead-lettered: the message is fine, the world around it is not (yet).
+RETRIED = (PeerUnavailable, UnexpectedAnswer, DependencyUnavailable, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 class Consumer:
@@ -48,6 +53,7 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._order_locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self.stuck = StuckMessages(log_every=settings.stuck_log_interval)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -114,33 +120,40 @@ class Consumer:
                 self._order_locks[key] = (lock, users - 1)
 
     async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage, dlx) -> None:
-        backoff = Backoff(base=0.2, cap=5.0)
-        while True:
-            try:
-                event = from_message(message.body)
-                await self.finalizer.handle(event)
-                await message.ack()
-                self.processed += 1
-                self.on_processed()
-                return
-            except (MalformedMessage, Unprocessable, KeyError, TypeError) as exc:
-                await self._dead_letter(message, dlx, f"{type(exc).__name__}: {exc}")
-                return
-            except TRANSIENT as exc:
-                if self._stopping.is_set():
-                    await message.nack(requeue=True)
+        backoff = Backoff(base=0.2, cap=self.settings.retry_cap)
+        message_id = message.message_id or ""
+        event = None
+        try:
+            while True:
+                try:
+                    event = from_message(message.body)
+                    await self.finalizer.handle(event)
+                    await message.ack()
+                    self.processed += 1
+                    self.on_processed()
+                    self.stuck.done(message_id, "processed")
                     return
-                if backoff.attempt == 0:
-                    log.warning("dependency_unavailable", message_id=message.message_id, reason=repr(exc))
-                await asyncio.sleep(backoff.next_delay())  # the same message, again, after a pause
-            except Exception as exc:
-                attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
-                if attempts >= self.settings.max_attempts:
-                    await self._dead_letter(message, dlx, f"failed {attempts} times, last: {exc!r}")
-                else:
-                    log.warning("message_failed", message_id=message.message_id, attempt=attempts, reason=repr(exc))
-                    await message.nack(requeue=True)
-                return
+                except (MalformedMessage, Unprocessable, KeyError, TypeError) as exc:
+                    await self._dead_letter(message, dlx, f"{type(exc).__name__}: {exc}")
+                    self.stuck.done(message_id, "dead_lettered")
+                    return
+                except RETRIED as exc:
+                    if self._stopping.is_set():
+                        await message.nack(requeue=True)
+                        return
+                    data = event["data"] if event is not None else {}
+                    self.stuck.failed(message_id, _text(data.get("order_id")), message.type, _reason(exc))
+                    await asyncio.sleep(backoff.next_delay())  # the same message, again, after a pause
+                except Exception as exc:
+                    attempts = int((message.headers or {}).get("x-delivery-count", 0)) + 1
+                    if attempts >= self.settings.max_attempts:
+                        await self._dead_letter(message, dlx, f"failed {attempts} times, last: {exc!r}")
+                    else:
+                        log.warning("message_failed", message_id=message_id, attempt=attempts, reason=repr(exc))
+                        await message.nack(requeue=True)
+                    return
+        finally:
+            self.stuck.done(message_id, "returned_to_queue")  # a no-op unless it left unprocessed
 
     async def _dead_letter(self, message, dlx, reason: str) -> None:
         headers = dict(message.headers or {})
@@ -150,6 +163,14 @@ class Consumer:
             type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=message.routing_key or "")
         await message.ack()
         log.warning("dead_lettered", message_id=message.message_id, reason=reason[:200])
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _reason(exc: BaseException) -> str:
+    return (str(exc) or type(exc).__name__)[:300]
 
 
 class Dispatcher:

@@ -10,12 +10,13 @@ from aiohttp import web
 
 from deploy.runtime import validation as v
 from deploy.runtime.auth import ORGANIZER, Forbidden, principal, require_visible
-from deploy.runtime.http import (Conflict, NotFound, Unprocessable, idempotency, json_response, read_json,
-                                 service_routes)
+from deploy.runtime.http import (Conflict, DependencyUnavailable, NotFound, Unprocessable, idempotency,
+                                 json_response, read_json, service_routes)
 from deploy.runtime.peer import Peer
 from deploy.runtime.ids import uuid7
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import SPEC
+from reservation_daemon.release import ReleaseCheck
 from reservation_daemon.store import Page, ReservationStore, Section, UnknownCursor
 
 SEAT_STATUSES = ("available", "held", "sold")
@@ -30,7 +31,8 @@ def _page_response(opening: str, page: Page) -> web.Response:
     return web.Response(text=f'{opening}{page.items_json},"next":{following}}}', content_type="application/json")
 
 
-def routes(settings: Settings, store: ReservationStore, ready, instance: str, billing: Peer) -> list[web.RouteDef]:
+def routes(settings: Settings, store: ReservationStore, ready, instance: str, billing: Peer,
+           release_check: ReleaseCheck) -> list[web.RouteDef]:
     def holder(request: web.Request, body: dict) -> str:
         """Whom a hold is for: the caller; a service names the buyer it acts for."""
         caller = principal(request)
@@ -143,10 +145,26 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
 
     async def cancel(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")
-        await visible_reservation(request, reservation_id)
+        parties = await visible_reservation(request, reservation_id)
+        if parties["status"] == "held":
+            await billing_releases(reservation_id)
         status, result = await store.cancel(reservation_id)
         await audited(request, "cancel", reservation_id, status)
         return json_response(result, status)
+
+    async def billing_releases(reservation_id) -> None:
+        """A hold is released only with billing's word that no payment holds it (reservation_daemon.release)."""
+        answers = await release_check.ask([reservation_id])
+        if answers is None or str(reservation_id) not in answers:
+            raise DependencyUnavailable("billing cannot be asked whether this hold has a payment; retry shortly",
+                                        retry_after=2)
+        answer = answers[str(reservation_id)]
+        if answer == "paid":
+            raise Conflict("this hold is paid: the seats are yours and the sale is being completed; "
+                           "a refund is asked of the event's organizer", code="RESERVATION_PAID")
+        if answer == "charging":
+            raise Conflict("a payment of this hold is being charged; it cannot be released now",
+                           code="PAYMENT_IN_PROGRESS")
 
     async def confirm(request: web.Request) -> web.Response:
         reservation_id = v.path_uuid(request.match_info["reservation_id"], "RESERVATION_NOT_FOUND", "reservation")

@@ -19,6 +19,7 @@ from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
 from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
+from reservation_daemon.release import ReleaseCheck
 from reservation_daemon.store import ReservationStore
 from reservation_daemon.stream import make_relay
 
@@ -34,6 +35,7 @@ class ReservationDaemon:
         require(settings, "token_public_keys", "holds and reservations are for authenticated callers")
         self.verifier = TokenVerifier(Path(settings.token_public_keys))
         self.billing = Peer(settings.billing_url, ServiceToken(settings.service_token_file), settings.peer_timeout)
+        self.release_check = ReleaseCheck(self.billing)
         self.relay = make_relay(settings, self.store, node=self.instance)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
@@ -45,12 +47,15 @@ class ReservationDaemon:
             "database": "ok" if database else "unavailable",
             "schema": "ok" if self.schema.ready else "pending",
             "relay": "active" if self.relay.active else "standby",
+            # Not a readiness condition: holds are still taken; expired ones wait for billing's word.
+            "release_check": self.release_check.status(),
         }
         return database and self.schema.ready, checks
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance, self.billing),
+        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance, self.billing,
+                                  self.release_check),
                        self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
                        auth=auth_middleware(api.SPEC, self.verifier))
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
@@ -68,7 +73,8 @@ class ReservationDaemon:
 
     async def _migrate_then_work(self) -> None:
         await self.schema.migrate_until_done()
-        self.background.spawn("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store))
+        self.background.spawn("sweeper", lambda: jobs.sweep_expired_holds(self.settings, self.store,
+                                                                               self.release_check))
         self.background.spawn("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))
         self.background.spawn("seat_counts", lambda: jobs.settle_seat_counts(self.store))
         self.background.spawn("relay", self.relay.run)

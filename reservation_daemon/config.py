@@ -23,7 +23,7 @@ class Settings:
     max_seats: int = setting("TICKETFLOW_MAX_SEATS_PER_HOLD", 10, positive_int, "seats in one multi-seat hold")
     max_layout_seats: int = setting("TICKETFLOW_MAX_LAYOUT_SEATS", 100_000, positive_int, "seats in one event")
     sweep_interval: float = setting("TICKETFLOW_SWEEP_INTERVAL_SECONDS", 1.0, positive_float,
-                                    "how often expired holds are released")
+                                    "how often expired holds are released (each with billing's word)")
     sweep_batch: int = setting("TICKETFLOW_SWEEP_BATCH", 500, positive_int, "holds released per sweep transaction")
     billing_host: str = setting("TICKETFLOW_BILLING_LINK_HOST", "127.0.0.1", host_list,
                                 "billing's stream receiver; several replicas as host1[:port],host2[:port],... "
@@ -40,8 +40,8 @@ class Settings:
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
     billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str,
-                               "billing's API: asked whether a sold reservation really was refunded before its "
-                               "seats are released")
+                               "billing's API: asked whether a hold has a payment before it is released, and "
+                               "whether a sold reservation really was refunded before its seats are released")
     peer_timeout: float = setting("TICKETFLOW_PEER_TIMEOUT_SECONDS", 5.0, positive_float,
                                   "timeout of each call to another daemon")
     rate_limits_enabled: bool = rate_limits_enabled_setting()

@@ -1,6 +1,6 @@
 """Background work every replica runs: releasing expired holds, pruning old rows, settling seat counts.
 
-Both are safe with several replicas at once (SKIP LOCKED; idempotent deletes).
+Both are safe with several replicas at once (claims with SKIP LOCKED and a lease; idempotent deletes).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import random
 import structlog
 
 from reservation_daemon.config import Settings
+from reservation_daemon.release import ReleaseCheck
 from reservation_daemon.store import ReservationStore
 
 log = structlog.get_logger("reservation.jobs")
@@ -18,19 +19,31 @@ log = structlog.get_logger("reservation.jobs")
 PRUNE_INTERVAL = 300.0
 
 
-async def sweep_expired_holds(settings: Settings, store: ReservationStore) -> None:
+async def sweep_expired_holds(settings: Settings, store: ReservationStore, check: ReleaseCheck) -> None:
+    """Release holds past their expiry — each only with billing's word (see reservation_daemon.release)."""
+    lease = settings.peer_timeout + settings.sweep_interval  # longer than one call to billing
     while True:
+        backlog = False
         try:
-            released = await store.expire_due(settings.sweep_batch)
-            if released:
-                log.info("holds_expired", count=released)
-            if released == settings.sweep_batch:
-                continue  # a backlog: keep going without waiting
+            due = await store.claim_due(settings.sweep_batch, lease)
+            if due:
+                answers = await check.ask(due) or {}
+                released = [i for i in due if answers.get(str(i)) == "released"]
+                paid = [i for i in due if answers.get(str(i)) == "paid"]
+                kept = [i for i in due if answers.get(str(i)) not in ("released", "paid")]
+                expired, confirmed = await store.settle_holds(released, paid, kept)
+                if expired:
+                    log.info("holds_expired", count=expired)
+                if confirmed:
+                    # Paid, but the sale was not finalized in time (the pipeline lags): the seat is the buyer's.
+                    log.info("paid_holds_confirmed", count=confirmed, reservation_ids=[str(i) for i in paid][:20])
+                backlog = len(due) == settings.sweep_batch and bool(released or paid)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("sweep_failed", reason=repr(exc))
-        await asyncio.sleep(settings.sweep_interval * random.uniform(0.8, 1.2))
+        if not backlog:  # a backlog: keep going without waiting
+            await asyncio.sleep(settings.sweep_interval * random.uniform(0.8, 1.2))
 
 
 async def prune_old_rows(settings: Settings, store: ReservationStore) -> None:

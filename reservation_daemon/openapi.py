@@ -116,13 +116,18 @@ PATHS: dict[str, Any] = {
                 **access(BUYER, ORGANIZER, SERVICE, owner=True), "parameters": [path_uuid("reservation_id")],
                 "responses": {"200": json_body(ref("Reservation"), "the reservation"),
                               "404": error("RESERVATION_NOT_FOUND"), "503": COMMON_ERRORS["503"]}},
-        "delete": {"summary": "Release a hold (releasing twice answers the same)",
+        "delete": {"summary": "Release a hold (releasing twice answers the same). Billing is asked first: a "
+                              "hold whose payment is being charged or was taken is not released",
                    **access(BUYER, SERVICE, owner=True),
                    "parameters": [path_uuid("reservation_id")],
                    "responses": {"200": json_body(ref("Reservation"), "the released reservation"),
                                  "404": error("RESERVATION_NOT_FOUND"),
-                                 "409": error("RESERVATION_NOT_HELD: already confirmed or expired"),
-                                 "503": COMMON_ERRORS["503"]}},
+                                 "409": error("RESERVATION_NOT_HELD: already confirmed or expired; "
+                                              "RESERVATION_PAID: billing took its payment (the sale is being "
+                                              "completed); PAYMENT_IN_PROGRESS: its payment is being charged"),
+                                 "503": error("DEPENDENCY_UNAVAILABLE: the database, or billing (which must "
+                                              "say the hold has no payment), is unreachable; retry after "
+                                              "Retry-After")}},
     },
     "/api/reservations/{reservation_id}/confirm": {"post": {
         "summary": "Turn a live hold into a sale (used by the portal consumer; confirming twice answers the same)",
@@ -130,7 +135,8 @@ PATHS: dict[str, Any] = {
         "parameters": [path_uuid("reservation_id")],
         "responses": {"200": json_body(ref("Reservation"), "the confirmed reservation"),
                       "404": error("RESERVATION_NOT_FOUND"),
-                      "409": error("HOLD_LOST: the hold expired or was cancelled"),
+                      "409": error("HOLD_LOST: the hold was released (expired or cancelled, with billing's "
+                                   "word that it had no payment)"),
                       "503": COMMON_ERRORS["503"]}}},
     "/api/reservations/{reservation_id}/release": {"post": {
         "summary": "Give a sold reservation's seats back after its payment was refunded (used by the "

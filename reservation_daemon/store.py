@@ -243,8 +243,20 @@ class ReservationStore:
 
     # --- background work --------------------------------------------------------
 
-    async def expire_due(self, limit: int) -> int:
-        return await self.db.run(lambda c: c.fetchval("SELECT tf_expire_due($1)", limit), idempotent=True)
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[uuid.UUID]:
+        """Due holds (past their expiry, still held) this replica asks billing about next."""
+        return await self.db.run(lambda c: c.fetchval(
+            "SELECT tf_claim_due($1, make_interval(secs => $2))", limit, lease_seconds), idempotent=True)
+
+    async def settle_holds(self, released: list[uuid.UUID], paid: list[uuid.UUID],
+                           kept: list[uuid.UUID]) -> tuple[int, int]:
+        """Act on billing's word: expire ``released``, confirm ``paid``, ask again about ``kept``.
+
+        Returns (holds expired, holds confirmed). Idempotent: each step re-checks the hold's state.
+        """
+        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_settle_holds($1, $2, $3)",
+                                                     released, paid, kept), idempotent=True)
+        return row["expired"], row["confirmed"]
 
     async def prune(self, retention_hours: float, idempotency_hours: float) -> tuple[int, int]:
         """Delete acknowledged outbox rows past retention and forgotten idempotency keys."""

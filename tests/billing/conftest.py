@@ -1,3 +1,4 @@
+import uuid
 from dataclasses import dataclass
 
 import aiohttp
@@ -78,6 +79,16 @@ class Pipeline:
             rows = await conn.fetch("SELECT seq, type, data FROM received ORDER BY seq")
             import json
             return [{"seq": r["seq"], "type": r["type"], "data": json.loads(r["data"])} for r in rows]
+        finally:
+            await conn.close()
+
+    async def reservation_sql_rows(self, reservation_id: str) -> dict:
+        """The reservation's row as the sweeper sees it: past its expiry yet? asked billing yet?"""
+        conn = await asyncpg.connect(self.pg_dsn)
+        try:
+            return dict(await conn.fetchrow(
+                "SELECT status, expires_at <= now() AS past, release_check_after FROM reservations WHERE id = $1",
+                uuid.UUID(reservation_id)))
         finally:
             await conn.close()
 

@@ -61,6 +61,7 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
                 assert time.monotonic() < deadline, f"status never showed all up with zero lag: {report}"
                 time.sleep(0.2)
             assert set(report["daemons"]) == {"reservation", "billing", "bridge", "portal"}
+            assert report["stuck"] == {"count": 0, "oldest_seconds": 0.0}  # the portal retries nothing
         finally:
             supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends
             supervisor.wait(30)

@@ -7,6 +7,7 @@ import pytest
 
 from reservation_daemon.openapi import SPEC
 from tests.support.api import ApiClient
+from tests.support.billing_stub import BillingStub
 from tests.support.daemons import DaemonProcess
 from tests.support.stack import free_port, fresh_pg_database
 
@@ -31,10 +32,14 @@ class Cluster:
         self.link_port = free_port()  # where billing would listen; nothing does unless a test starts a receiver
         self.instances: list[Reservation] = []
         self.receivers: list[DaemonProcess] = []
+        self.billing = BillingStub()  # asked before any hold is released; answers "released" by default
 
     async def start(self, **env: str) -> Reservation:
         port = free_port()
+        if self.billing._runner is None:
+            await self.billing.start()
         settings = {
+            "TICKETFLOW_BILLING_URL": self.billing.url,
             "TICKETFLOW_PG_DSN": self.dsn,
             "TICKETFLOW_RESERVATION_PORT": str(port),
             "TICKETFLOW_BILLING_LINK_PORT": str(self.link_port),
@@ -79,6 +84,7 @@ async def cluster(tmp_path):
             yield c
         finally:
             c.stop()
+            await c.billing.stop()
 
 
 @pytest.fixture

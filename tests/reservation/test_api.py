@@ -24,7 +24,7 @@ async def test_every_route_of_the_daemon_is_in_the_openapi_document(reservation)
     from reservation_daemon.config import Settings
 
     documented = {(path, method.upper()) for path, ops in SPEC["paths"].items() for method in ops}
-    served = {(r.path, r.method) for r in routes(Settings(), None, None, "x", None)}
+    served = {(r.path, r.method) for r in routes(Settings(), None, None, "x", None, None)}
     assert served == documented
     assert (await reservation.api.get("/openapi.json")).body["openapi"] == "3.1.0"
 

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 
 from tests.reservation.conftest import create_event, seats_of
+from tests.support.auth import token
 from tests.helpers import wait_until
 
 
@@ -170,23 +171,97 @@ async def test_a_hold_expires_after_its_ttl_and_the_seat_is_free_again(cluster):
     await wait_until(expired, 10, "the hold expiring")
     await wait_until(lambda: cluster.sql("SELECT 1 FROM seats WHERE id = $1 AND status = 'available'", uuid.UUID(seat)),
                      10, "the sweeper releasing the seat")
+    assert cluster.billing.asked_about(held.body["id"]) == 1  # released with billing's word, asked once
     types = [r["type"] for r in await cluster.sql("SELECT type FROM outbox ORDER BY seq")]
     assert types == ["reservation.created", "reservation.expired"]
     again = await api.post("/api/reserve", {"seat_id": seat, "user_id": "next"})
     assert again.status == 201
 
 
-async def test_an_expired_hold_is_released_at_once_even_before_the_sweeper_runs(cluster):
-    api = (await cluster.start(TICKETFLOW_HOLD_TTL_SECONDS="0.3", TICKETFLOW_SWEEP_INTERVAL_SECONDS="3600")).api
+async def _hold_past_expiry(cluster, answer: str | None):
+    """A hold whose TTL runs out at once, with the billing stub answering ``answer`` about it."""
+    api = (await cluster.start(TICKETFLOW_HOLD_TTL_SECONDS="0.3", TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")).api
     event = await create_event(api)
     seat = (await seats_of(api, event["id"]))[0]["id"]
-    first = await api.post("/api/reserve", {"seat_id": seat, "user_id": "a"})
+    held = (await api.post("/api/reserve", {"seat_id": seat, "user_id": "a"})).body
+    if answer is not None:
+        cluster.billing.answers[held["id"]] = answer
+    return api, seat, held
+
+
+async def test_an_expired_hold_keeps_its_seat_while_billing_says_a_payment_is_charging(cluster):
+    api, seat, held = await _hold_past_expiry(cluster, "charging")
+    await wait_until(lambda: cluster.billing.asked_about(held["id"]) >= 3, 10, "billing asked again each sweep")
+    # Past its expiry, the hold is still the buyer's: nobody else can take the seat, not even on the spot.
+    other = await api.post("/api/reserve", {"seat_id": seat, "user_id": "b"})
+    assert other.status == 409 and other.body["error"]["code"] == "SEAT_UNAVAILABLE"
+    assert (await api.get(f"/api/reservations/{held['id']}")).body["status"] == "held"
+    cluster.billing.answers[held["id"]] = "released"  # the charge was declined
 
     async def taken_by_b() -> bool:
         return (await api.post("/api/reserve", {"seat_id": seat, "user_id": "b"})).status == 201
 
-    await wait_until(taken_by_b, 10, "a second buyer holding the seat after the first hold's TTL")
-    assert (await api.get(f"/api/reservations/{first.body['id']}")).body["status"] == "expired"
+    await wait_until(taken_by_b, 10, "the seat released once billing said so, and held by another buyer")
+    assert (await api.get(f"/api/reservations/{held['id']}")).body["status"] == "expired"
+
+
+async def test_a_paid_hold_past_its_expiry_is_confirmed_not_released(cluster):
+    api, seat, held = await _hold_past_expiry(cluster, "paid")
+
+    async def confirmed() -> bool:
+        return (await api.get(f"/api/reservations/{held['id']}")).body["status"] == "confirmed"
+
+    await wait_until(confirmed, 10, "the sweeper confirming the paid hold")
+    assert [s["id"] for s in await seats_of(api, held["event_id"], "sold")] == [seat]
+    types = [r["type"] for r in await cluster.sql("SELECT type FROM outbox ORDER BY seq")]
+    assert types == ["reservation.created", "reservation.confirmed"]
+    # The portal's confirm, when the pipeline catches up, finds it confirmed.
+    again = await api.post(f"/api/reservations/{held['id']}/confirm")
+    assert again.status == 200 and again.body["status"] == "confirmed"
+
+
+async def test_while_billing_is_unreachable_no_hold_is_released_and_ready_says_so(cluster):
+    cluster.billing.down = True
+    api, seat, held = await _hold_past_expiry(cluster, None)
+    daemon = cluster.instances[0]
+    await wait_until(lambda: cluster.billing.asked_about(held["id"]) >= 5, 10, "several sweeps asking billing")
+    assert (await api.get(f"/api/reservations/{held['id']}")).body["status"] == "held"
+    assert (await api.post("/api/reserve", {"seat_id": seat, "user_id": "b"})).status == 409
+    ready = await api.get("/ready")
+    assert ready.status == 200  # holds are still taken; only releases wait
+    check = ready.body["checks"]["release_check"]
+    assert check["state"] == "billing_unreachable" and check["failed_calls"] >= 5, check
+    refused = await api.as_(token("buyer", subject="a")).delete(f"/api/reservations/{held['id']}")
+    assert refused.status == 503 and refused.body["error"]["code"] == "DEPENDENCY_UNAVAILABLE"
+    warnings = [line for line in daemon.process.log_lines() if "billing_unreachable_holds_kept" in line]
+    assert len(warnings) == 1, warnings  # one line per outage, not one per sweep
+
+    cluster.billing.down = False
+
+    async def released() -> bool:
+        return (await api.get(f"/api/reservations/{held['id']}")).body["status"] == "expired"
+
+    await wait_until(released, 10, "the hold released once billing answers again")
+    assert (await api.get("/ready")).body["checks"]["release_check"] == {"state": "ok"}
+    assert any("billing_reachable_again" in line for line in daemon.process.log_lines())
+    assert (await api.post("/api/reserve", {"seat_id": seat, "user_id": "b"})).status == 201
+
+
+async def test_a_buyer_cannot_release_a_hold_whose_payment_is_charging_or_taken(cluster):
+    api = (await cluster.start()).api
+    event = await create_event(api)
+    s1, s2, s3 = [s["id"] for s in await seats_of(api, event["id"])][:3]
+    buyer = api.as_(token("buyer", subject="someone"))
+    paid, charging, free = [(await buyer.post("/api/reserve", {"seat_id": s})).body for s in (s1, s2, s3)]
+    cluster.billing.answers.update({paid["id"]: "paid", charging["id"]: "charging"})
+    refused = await buyer.delete(f"/api/reservations/{paid['id']}")
+    assert refused.status == 409 and refused.body["error"]["code"] == "RESERVATION_PAID"
+    refused = await buyer.delete(f"/api/reservations/{charging['id']}")
+    assert refused.status == 409 and refused.body["error"]["code"] == "PAYMENT_IN_PROGRESS"
+    assert {s["id"] for s in await seats_of(api, event["id"], "held")} == {s1, s2, s3}
+    released = await buyer.delete(f"/api/reservations/{free['id']}")
+    assert released.status == 200 and released.body["status"] == "cancelled"
+    assert [cluster.billing.asked_about(r["id"]) for r in (paid, charging, free)] == [1, 1, 1]
 
 
 async def test_release_and_confirm_follow_the_reservation_life_cycle(reservation):
