@@ -300,3 +300,20 @@ async def test_a_sold_seat_is_released_only_as_part_of_a_refund_billing_made(res
     made_up = await api.post(f"/api/reservations/{held['id']}/release", {"refund_id": "made-up"})
     assert made_up.status == 503
     assert [s["status"] for s in await seats_of(api, event["id"]) if s["id"] == seat] == ["sold"]
+
+
+async def test_an_idempotency_key_is_scoped_to_its_caller(reservation):
+    # Another caller's key — guessed or leaked — never returns someone else's stored answer.
+    from tests.support.auth import token
+
+    event = await create_event(reservation.api)
+    seats = [s["id"] for s in await seats_of(reservation.api, event["id"])]
+    ann, eve = reservation.api.as_(token("buyer")), reservation.api.as_(token("buyer"))
+    key = {"Idempotency-Key": "shared-key"}
+    first = await ann.post("/api/reserve", {"seat_id": seats[0]}, headers=key)
+    assert first.status == 201
+    replay = await ann.post("/api/reserve", {"seat_id": seats[0]}, headers=key)
+    assert replay.body == first.body, "the same caller gets its first answer"
+    stranger = await eve.post("/api/reserve", {"seat_id": seats[0]}, headers=key)
+    assert stranger.status == 409 and stranger.body["error"]["code"] == "SEAT_UNAVAILABLE", \
+        "the stranger's request is its own: it does not see Ann's reservation"
