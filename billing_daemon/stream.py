@@ -20,10 +20,9 @@ import aiomysql
 
 from billing_daemon.config import Settings
 from billing_daemon.store import OUT_STREAM, BillingStore
-from deploy.runtime.config import link_targets
+from deploy.runtime.config import link_targets, receiver_link, sender_link
 from deploy.runtime.mysql import MariaDsn, fetchval
 from deploy.runtime.relay import OutboxRelay
-from protocol.link import LinkSettings
 from protocol.messages import Event
 from protocol.receiver import Receiver
 from protocol.sender import Sender
@@ -50,7 +49,7 @@ def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receive
     # connection to a live one; applying is safe from several replicas at once
     # (BillingStore.apply_reservation_events serialises on the stream's position row).
     return Receiver({IN_STREAM: ReservationInbox(store)},
-                    LinkSettings(secret=settings.link_secret, node=node),
+                    receiver_link(settings, node),
                     host=settings.link_host, port=settings.link_port, reuse_port=True)
 
 
@@ -91,7 +90,7 @@ def make_relay(settings: Settings, store: BillingStore, node: str) -> OutboxRela
     def make_sender() -> Sender:
         return Sender(
             *first, OUT_STREAM, store.read_outbox,
-            LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
+            sender_link(settings, node),
             head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
             alternates=alternates,
         )

@@ -130,11 +130,11 @@ class Receiver:
         except RemoteError as exc:
             (log.error if exc.code in PERMANENT else log.info)(
                 "link_closed_by_peer", stream=stream, peer=conn.peer, code=exc.code, reason=exc.message)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError:  # before OSError: since 3.11 it is one
             error = ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, "handshake not completed in time")
             log.warning("link_rejected", peer=conn.peer, code=error.code.value, reason=error.message)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
         except asyncio.CancelledError:
             error = ProtocolError(ErrorCode.REPLACED, "a newer connection took over this stream")
         except Exception:

@@ -134,8 +134,8 @@ class Sender:
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
                 self.last_error = type(exc).__name__
                 self.failures += 1
-                # One line when the link goes down, then only at 10, 100, 1000... failed attempts.
-                if self.connected or math.log10(self.failures).is_integer():
+                # One line when the link goes down, then only at 10, 100, 1000... failures without progress.
+                if math.log10(self.failures).is_integer():
                     log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}",
                              reason=repr(exc), failed_attempts=self.failures)
             except Exception as exc:
@@ -150,6 +150,7 @@ class Sender:
             if self._progress or (self._up_since is not None
                                   and self.clock() - self._up_since >= self.stable_after):
                 self.backoff.reset()
+                self.failures = 0
             self._target = (self._target + 1) % len(self.targets)
             # A permanent refusal needs an operator: retry at the slowest pace, not ever faster.
             delay = self.last_delay = self.backoff.cap if permanent else self.backoff.next_delay()
@@ -180,7 +181,6 @@ class Sender:
             self.behind = None
             self.connects += 1
             self.connected = True
-            self.failures = 0
             self.acked = max(self.acked, welcome.position)
             log.info("link_up", stream=self.stream, peer=conn.peer, position=welcome.position, receiver=welcome.node)
             await run_until_first_failure(

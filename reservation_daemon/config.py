@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
-                                   link_window_setting, load, log_level_setting, port, positive_float, positive_int,
-                                   rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, setting)
+from deploy.runtime.config import (check_link_sender, host_list, idempotency_hours_setting, instance_setting,
+                                   link_handshake_timeout_setting, link_secret_setting, link_tls_ca_setting,
+                                   link_tls_server_name_setting, link_window_setting, load, log_level_setting, port,
+                                   positive_float, positive_int, rate_limit_setting, relay_lock_retry_setting,
+                                   retention_hours_setting, setting)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class Settings:
     billing_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "billing's stream receiver port")
     link_secret: bytes = link_secret_setting()
     link_window: int = link_window_setting()
+    link_handshake_timeout: float = link_handshake_timeout_setting()
+    link_tls_ca: str = link_tls_ca_setting()
+    link_tls_server_name: str = link_tls_server_name_setting()
     relay_poll: float = setting("TICKETFLOW_RELAY_POLL_SECONDS", 1.0, positive_float,
                                 "outbox poll interval when LISTEN/NOTIFY is quiet")
     relay_lock_retry: float = relay_lock_retry_setting()
@@ -36,6 +41,9 @@ class Settings:
     rate_limit: int = rate_limit_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
+
+    def __post_init__(self) -> None:
+        check_link_sender(self, "TICKETFLOW_BILLING_LINK_HOST", self.billing_host, self.billing_port)
 
 
 def load_settings() -> Settings:
