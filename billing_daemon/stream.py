@@ -14,6 +14,7 @@ single-writer setup).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import aiomysql
@@ -53,9 +54,18 @@ def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receive
                     host=settings.link_host, port=settings.link_port, reuse_port=True)
 
 
+def relay_lock_name(database: str) -> str:
+    """GET_LOCK names are server-wide, not per database: name the database, so two deployments (or
+    two test runs) sharing a MariaDB server do not hold each other's relay on standby. At most 64
+    characters, as MariaDB requires."""
+    name = f"{RELAY_LOCK}.{database}"
+    return name if len(name) <= 64 else f"{RELAY_LOCK}.{hashlib.sha256(database.encode()).hexdigest()[:32]}"
+
+
 class MariaDbNamedLock:
     def __init__(self, dsn: str) -> None:
         self.dsn = MariaDsn.parse(dsn)
+        self.name = relay_lock_name(self.dsn.database)
         self.conn: aiomysql.Connection | None = None
 
     async def acquire(self, wake: Callable[[], None]) -> bool:
@@ -71,11 +81,11 @@ class MariaDbNamedLock:
                 errors.append(exc)
         if self.conn is None:
             raise errors[-1]
-        return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (RELAY_LOCK,)) == 1
+        return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (self.name,)) == 1
 
     async def check(self) -> None:
         assert self.conn is not None
-        if await fetchval(self.conn, "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (RELAY_LOCK,)) != 1:
+        if await fetchval(self.conn, "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (self.name,)) != 1:
             raise RuntimeError("the relay lock is no longer held by this session")
 
     async def release(self) -> None:
