@@ -176,15 +176,20 @@ def flood(port: int, connections: int, sources: int, body: int, seconds: float) 
                 pass
             except OSError:
                 closed.add(i)
-    time.sleep(0.5)  # let the receiver read what is in flight (the thing measured is its memory)
-    for i, s in enumerate(socks):
-        try:
-            if s.recv(65536) == b"":
+    # Then wait (with a deadline) for the receiver to close each one; an error frame may come first.
+    while time.monotonic() < deadline and len(closed) < connections:
+        for i, s in enumerate(socks):
+            if i in closed:
+                continue
+            try:
+                while data := s.recv(65536):
+                    pass
                 closed.add(i)
-        except BlockingIOError:
-            pass
-        except OSError:
-            closed.add(i)
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed.add(i)
+        time.sleep(0.01)  # a poll interval, not a synchronisation: the loop ends on its condition
     for s in socks:
         s.close()
     return len(closed)
