@@ -55,7 +55,12 @@ class BillingDaemon:
         checks = {"database": "ok" if database else "unavailable",
                   "schema": "ok" if self.schema.ready else "pending",
                   "relay": "active" if self.relay.active else "standby"}
-        return database and self.schema.ready, checks
+        # A receiver behind what this daemon still retains: the relay cannot do its job until an
+        # operator reconciles and moves the receiver (ticketflow link advance).
+        problem = self.relay.problem
+        if problem is not None:
+            checks["link"] = problem
+        return database and self.schema.ready and problem is None, checks
 
     async def start(self) -> None:
         await self.db.start()

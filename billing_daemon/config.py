@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (Rate, http_keepalive_setting, http_request_timeout_setting,
-                                   logins_per_address_setting, logins_per_email_setting, rate_limits_enabled_setting,
-                                   fraction, host_list, idempotency_hours_setting, instance_setting,
-                                   link_secret_setting, link_window_setting, load, log_level_setting,
+from deploy.runtime.config import (Rate, check_link_receiver, check_link_sender, fraction, host_list,
+                                   http_keepalive_setting, http_request_timeout_setting, idempotency_hours_setting,
+                                   instance_setting, link_handshake_timeout_setting,
+                                   link_max_pending_per_address_setting, link_max_pending_setting,
+                                   link_secret_setting, link_tls_ca_setting, link_tls_cert_setting,
+                                   link_tls_key_setting, link_tls_server_name_setting, link_window_setting, load,
+                                   log_level_setting, logins_per_address_setting, logins_per_email_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
-                                   relay_lock_retry_setting, retention_hours_setting, setting,
-                                   token_public_keys_setting)
+                                   rate_limits_enabled_setting, relay_lock_retry_setting, retention_hours_setting,
+                                   setting, token_public_keys_setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -33,6 +36,13 @@ class Settings:
     bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
     link_secret: bytes = link_secret_setting()
     link_window: int = link_window_setting()
+    link_handshake_timeout: float = link_handshake_timeout_setting()
+    link_max_pending: int = link_max_pending_setting()
+    link_max_pending_per_address: int = link_max_pending_per_address_setting()
+    link_tls_cert: str = link_tls_cert_setting()
+    link_tls_key: str = link_tls_key_setting()
+    link_tls_ca: str = link_tls_ca_setting()
+    link_tls_server_name: str = link_tls_server_name_setting()
     relay_poll: float = setting("TICKETFLOW_BILLING_RELAY_POLL_SECONDS", 0.25, positive_float,
                                 "outbox poll interval (MariaDB has no LISTEN; local writes wake the relay at once)")
     relay_lock_retry: float = relay_lock_retry_setting()
@@ -72,6 +82,10 @@ class Settings:
     http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
+
+    def __post_init__(self) -> None:
+        check_link_receiver(self, "TICKETFLOW_BILLING_LINK_LISTEN_HOST", self.link_host)
+        check_link_sender(self, "TICKETFLOW_BRIDGE_LINK_HOST", self.bridge_host, self.bridge_port)
 
 
 def load_settings() -> Settings:

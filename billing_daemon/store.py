@@ -144,6 +144,27 @@ class BillingStore:
             c, "SELECT position FROM stream_positions WHERE stream = %s", (stream,)), idempotent=True)
         return int(value or 0)
 
+    async def advance_stream_position(self, stream: str, expected: int, to: int) -> bool:
+        """Operator repair (``ticketflow link advance``): move ``stream``'s position from exactly
+        ``expected`` forward to ``to``, skipping events the sender no longer retains.
+
+        Locks the row as ``apply`` does; False (nothing changed) if the position is no longer
+        ``expected`` — a batch got through or another operator was quicker.
+        """
+        if to <= expected:
+            raise ValueError("a stream position only moves forward")
+
+        async def advance(conn: aiomysql.Connection) -> bool:
+            await execute(conn, "INSERT IGNORE INTO stream_positions (stream, position) VALUES (%s, 0)", (stream,))
+            position = await fetchval(conn, "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE",
+                                      (stream,))
+            if position != expected:
+                return False
+            await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s", (to, stream))
+            return True
+
+        return await self.db.transaction(advance, idempotent=False)
+
     async def apply_reservation_events(self, stream: str, events: Sequence[Event]) -> None:
         """Apply a batch and record the stream position in ONE transaction.
 

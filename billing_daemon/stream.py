@@ -14,16 +14,16 @@ single-writer setup).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import aiomysql
 
 from billing_daemon.config import Settings
 from billing_daemon.store import OUT_STREAM, BillingStore
-from deploy.runtime.config import link_targets
+from deploy.runtime.config import link_targets, receiver_link, sender_link
 from deploy.runtime.mysql import MariaDsn, fetchval
 from deploy.runtime.relay import OutboxRelay
-from protocol.link import LinkSettings
 from protocol.messages import Event
 from protocol.receiver import Receiver
 from protocol.sender import Sender
@@ -50,13 +50,22 @@ def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receive
     # connection to a live one; applying is safe from several replicas at once
     # (BillingStore.apply_reservation_events serialises on the stream's position row).
     return Receiver({IN_STREAM: ReservationInbox(store)},
-                    LinkSettings(secret=settings.link_secret, node=node),
+                    receiver_link(settings, node),
                     host=settings.link_host, port=settings.link_port, reuse_port=True)
+
+
+def relay_lock_name(database: str) -> str:
+    """GET_LOCK names are server-wide, not per database: name the database, so two deployments (or
+    two test runs) sharing a MariaDB server do not hold each other's relay on standby. At most 64
+    characters, as MariaDB requires."""
+    name = f"{RELAY_LOCK}.{database}"
+    return name if len(name) <= 64 else f"{RELAY_LOCK}.{hashlib.sha256(database.encode()).hexdigest()[:32]}"
 
 
 class MariaDbNamedLock:
     def __init__(self, dsn: str) -> None:
         self.dsn = MariaDsn.parse(dsn)
+        self.name = relay_lock_name(self.dsn.database)
         self.conn: aiomysql.Connection | None = None
 
     async def acquire(self, wake: Callable[[], None]) -> bool:
@@ -72,11 +81,11 @@ class MariaDbNamedLock:
                 errors.append(exc)
         if self.conn is None:
             raise errors[-1]
-        return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (RELAY_LOCK,)) == 1
+        return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (self.name,)) == 1
 
     async def check(self) -> None:
         assert self.conn is not None
-        if await fetchval(self.conn, "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (RELAY_LOCK,)) != 1:
+        if await fetchval(self.conn, "SELECT IS_USED_LOCK(%s) = CONNECTION_ID()", (self.name,)) != 1:
             raise RuntimeError("the relay lock is no longer held by this session")
 
     async def release(self) -> None:
@@ -91,7 +100,7 @@ def make_relay(settings: Settings, store: BillingStore, node: str) -> OutboxRela
     def make_sender() -> Sender:
         return Sender(
             *first, OUT_STREAM, store.read_outbox,
-            LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
+            sender_link(settings, node),
             head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
             alternates=alternates,
         )

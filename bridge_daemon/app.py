@@ -9,10 +9,10 @@ from aiohttp import web
 
 from bridge_daemon.config import Settings
 from bridge_daemon.stream import PaymentsToBroker, Publisher
+from deploy.runtime.config import receiver_link
 from deploy.runtime.http import make_app, service_routes, start_http
 from deploy.runtime.openapi import document
 from deploy.runtime.service import instance_name
-from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 
 log = structlog.get_logger("bridge")
@@ -28,7 +28,7 @@ class BridgeDaemon:
         self.instance = instance_name(settings.instance, settings.http_port)
         self.publisher = Publisher(settings)
         self.receiver = Receiver({STREAM: PaymentsToBroker(self.publisher, STREAM)},
-                                 LinkSettings(secret=settings.link_secret, node=self.instance),
+                                 receiver_link(settings, self.instance),
                                  host=settings.link_host, port=settings.link_port)
         self._runner: web.AppRunner | None = None
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (http_keepalive_setting, http_request_timeout_setting,
-                                   amqp_prefix_setting, amqp_url_setting, instance_setting, link_secret_setting,
-                                   log_level_setting, port, positive_float, setting)
+from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, check_link_receiver,
+                                   http_keepalive_setting, http_request_timeout_setting, instance_setting,
+                                   link_handshake_timeout_setting, link_max_pending_per_address_setting,
+                                   link_max_pending_setting, link_secret_setting, link_tls_cert_setting,
+                                   link_tls_key_setting, log_level_setting, port, positive_float, setting)
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,11 @@ class Settings:
                              "where the payments stream is received")
     link_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "port of the payments stream receiver")
     link_secret: bytes = link_secret_setting()
+    link_handshake_timeout: float = link_handshake_timeout_setting()
+    link_max_pending: int = link_max_pending_setting()
+    link_max_pending_per_address: int = link_max_pending_per_address_setting()
+    link_tls_cert: str = link_tls_cert_setting()
+    link_tls_key: str = link_tls_key_setting()
     amqp_url: str = amqp_url_setting()
     amqp_prefix: str = amqp_prefix_setting()
     confirm_timeout: float = setting("TICKETFLOW_BRIDGE_CONFIRM_TIMEOUT_SECONDS", 10.0, positive_float,
@@ -25,3 +32,6 @@ class Settings:
     http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
+
+    def __post_init__(self) -> None:
+        check_link_receiver(self, "TICKETFLOW_BRIDGE_LINK_LISTEN_HOST", self.link_host)

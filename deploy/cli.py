@@ -6,6 +6,8 @@
     ticketflow run all                    every daemon + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
     ticketflow status                     servers, daemons and each link's lag
+    ticketflow link advance --link L --to SEQ [--confirm]
+                                          after a reconciliation: move a receiver past pruned events
     ticketflow bench                      simulated buyers against the running pipeline
     ticketflow migrate                    apply pending schema migrations and exit
     ticketflow users create --role R ...  an organizer or door account (buyers sign up over HTTP)
@@ -83,6 +85,12 @@ def _status(args: argparse.Namespace) -> int:
     from deploy.status import main as status_main
 
     return status_main(args.json, stack_settings())
+
+
+def _link(args: argparse.Namespace) -> int:
+    from deploy.linkctl import main as link_main
+
+    return link_main(args.link, args.to, args.confirm, stack_settings())
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -231,6 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
         "messages waiting in the portal's queue, and dead letters.")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.set_defaults(func=_status)
+
+    link = commands.add_parser(
+        "link", help="repair a link: move a receiver past events its sender no longer retains",
+        description="advance: when a sender reports POSITION_BEHIND_RETENTION (ticketflow status shows it, "
+        "and the sender's /ready is false) its receiver's durable position is older than the oldest event "
+        "the sender still keeps (a restore from an old backup, a lost bridge position). After reconciling "
+        "the missing events by other means, move the receiver's position to exactly the position the sender "
+        "needs. Without --confirm it only prints what it would do. It refuses any other position, a link "
+        "without that condition, and a receiver whose position changed meanwhile.")
+    link.add_argument("action", choices=["advance"])
+    from deploy.linkctl import LINKS
+
+    link.add_argument("--link", required=True, choices=sorted(LINKS), help="which link")
+    link.add_argument("--to", required=True, type=int, metavar="SEQ",
+                      help="the new receiver position: exactly the 'advance_to' the sender reports")
+    link.add_argument("--confirm", action="store_true",
+                      help="really move it (the events skipped never reach the receiver)")
+    link.set_defaults(func=_link)
 
     bench = commands.add_parser(
         "bench", help="drive simulated buyers against the running pipeline; print figures as a table and JSON",

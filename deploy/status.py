@@ -20,14 +20,38 @@ from deploy.stack.topology import local
 from deploy.supervisor import DAEMONS, daemon_dirs, daemon_env, daemon_port
 
 
-def _probe(url: str) -> str:
+# Which link each daemon sends on, by the name ``ticketflow link`` uses.
+SENDS = {"reservation": ("reservation-billing", "reservation -> billing"),
+         "billing": ("billing-bridge", "billing -> bridge")}
+
+
+def probe(url: str) -> tuple[str, dict[str, Any]]:
+    """A daemon's ``/ready``: its state (up, not ready, down, http N) and the checks it reported."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return "up" if response.status == 200 else f"http {response.status}"
+            return ("up" if response.status == 200 else f"http {response.status}"), _checks(response.read())
     except urllib.error.HTTPError as exc:
-        return "not ready" if exc.code == 503 else f"http {exc.code}"
+        return ("not ready" if exc.code == 503 else f"http {exc.code}"), _checks(exc.read())
     except OSError:
-        return "down"
+        return "down", {}
+
+
+def _checks(body: bytes) -> dict[str, Any]:
+    try:
+        checks = json.loads(body).get("checks", {})
+    except (ValueError, AttributeError):
+        return {}
+    return checks if isinstance(checks, dict) else {}
+
+
+def describe_problem(link: str, problem: dict[str, Any]) -> str:
+    """One line for an operator: what is wrong with ``link`` and the command that resolves it."""
+    if problem.get("error") == "POSITION_BEHIND_RETENTION":
+        return (f"RECEIVER BEHIND RETENTION by {problem['missing']} events: the receiver is at "
+                f"{problem['receiver_position']}, the sender keeps events from {problem['oldest_retained']} on; "
+                f"after reconciling run: ticketflow link advance --link {link} --to {problem['advance_to']} "
+                f"--confirm")
+    return f"{problem.get('error')}: {problem}"
 
 
 async def _lags(env: dict[str, str]) -> dict[str, Any]:
@@ -110,13 +134,16 @@ def collect(settings: StackSettings) -> dict[str, Any]:
     env = daemon_env(settings)
     pids, _ = daemon_dirs(settings)
     daemons = {}
+    problems = {}
     for spec in DAEMONS:
         pid = process.running_pid(pids / f"{spec.name}.pid")
-        state = _probe(f"http://127.0.0.1:{daemon_port(spec, env)}/ready")
+        state, checks = probe(f"http://127.0.0.1:{daemon_port(spec, env)}/ready")
         daemons[spec.name] = {"state": state, "pid": pid}
+        if spec.name in SENDS and isinstance(checks.get("link"), dict):
+            problems[SENDS[spec.name][0]] = checks["link"]
     portal = next(spec for spec in DAEMONS if spec.name == "portal")
     return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env)),
-            "stuck": stuck_messages(f"http://127.0.0.1:{daemon_port(portal, env)}")}
+            "link_problems": problems, "stuck": stuck_messages(f"http://127.0.0.1:{daemon_port(portal, env)}")}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -128,6 +155,11 @@ def render(report: dict[str, Any]) -> str:
     lines.append("links (events written, not yet acknowledged downstream):")
     lines += [f"  {name:<26} {lag}" for name, lag in report["lag"].items()]
     lines += render_stuck(report["stuck"])
+    problems = report.get("link_problems", {})
+    if problems:
+        lines.append("link problems (the sender's /ready is false until resolved):")
+        titles = dict(SENDS.values())
+        lines += [f"  {titles.get(link, link):<26} {describe_problem(link, p)}" for link, p in problems.items()]
     return "\n".join(lines)
 
 
@@ -135,6 +167,6 @@ def main(as_json: bool, settings: StackSettings) -> int:
     report = collect(settings)
     print(json.dumps(report, indent=2) if as_json else render(report))
     healthy = all(s.startswith("up") for s in report["servers"].values()) and all(
-        d["state"] == "up" for d in report["daemons"].values())
+        d["state"] == "up" for d in report["daemons"].values()) and not report["link_problems"]
     return 0 if healthy else 3
 

@@ -1,4 +1,4 @@
-"""TicketFlow link protocol v1 (see PROTOCOL.md).
+"""TicketFlow link protocol v2 (see PROTOCOL.md).
 
 Sans-IO core (no sockets, no asyncio): :mod:`protocol.framing`,
 :mod:`protocol.messages`, :mod:`protocol.session`.

@@ -15,6 +15,7 @@ class ErrorCode(str, enum.Enum):
     SEQUENCE_GAP = "SEQUENCE_GAP"
     HEARTBEAT_TIMEOUT = "HEARTBEAT_TIMEOUT"
     POSITION_AHEAD = "POSITION_AHEAD"
+    POSITION_BEHIND_RETENTION = "POSITION_BEHIND_RETENTION"
     APPLY_FAILED = "APPLY_FAILED"
     REPLACED = "REPLACED"
     SHUTTING_DOWN = "SHUTTING_DOWN"
@@ -27,6 +28,30 @@ class ProtocolError(Exception):
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
+
+
+# Refusals that retrying cannot cure without an operator (PROTOCOL.md section 7): a sender
+# backs off straight to its cap and logs them at error level.
+PERMANENT = frozenset({ErrorCode.AUTH_FAILED.value, ErrorCode.UNKNOWN_STREAM.value,
+                       ErrorCode.UNSUPPORTED_VERSION.value, ErrorCode.POSITION_AHEAD.value,
+                       ErrorCode.POSITION_BEHIND_RETENTION.value})
+
+
+class BehindRetention(ProtocolError):
+    """The receiver's durable position is older than the oldest event the sender still retains."""
+
+    def __init__(self, position: int, oldest_retained: int) -> None:
+        super().__init__(
+            ErrorCode.POSITION_BEHIND_RETENTION,
+            f"receiver is at {position} but the oldest event still retained is {oldest_retained}: "
+            f"{oldest_retained - 1 - position} events were pruned; reconcile, then move the receiver "
+            f"to {oldest_retained - 1} (ticketflow link advance)")
+        self.position = position
+        self.oldest_retained = oldest_retained
+
+    @property
+    def missing(self) -> int:
+        return self.oldest_retained - 1 - self.position
 
 
 class RemoteError(Exception):

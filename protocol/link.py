@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import structlog
@@ -15,6 +16,11 @@ from protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from protocol.session import DEFAULT_WINDOW, _Session
 
 READ_CHUNK = 1 << 16
+# The stream reader's buffer bound (it stops reading the socket past twice this); the
+# session's decoder bounds what an unauthenticated peer can make this side hold.
+READ_LIMIT = 1 << 16
+DEFAULT_MAX_PENDING = 64
+DEFAULT_MAX_PENDING_PER_ADDRESS = 8
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,57 @@ class LinkSettings:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 15.0
     connect_timeout: float = 5.0
+    handshake_timeout: float = 5.0  # a connection that has not finished the handshake by then is closed
     ssl: ssl.SSLContext | None = None
+    server_name: str | None = None  # sender with TLS: the name the certificate must carry (default: the host)
+    max_pending: int = DEFAULT_MAX_PENDING  # receiver: connections not yet authenticated, in all
+    max_pending_per_address: int = DEFAULT_MAX_PENDING_PER_ADDRESS  # ... and from one remote address
+
+
+def server_tls(cert: str, key: str) -> ssl.SSLContext:
+    """A receiver's TLS context: present ``cert`` (PEM chain) with its ``key``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+def client_tls(ca: str) -> ssl.SSLContext:
+    """A sender's TLS context: trust only certificates from ``ca`` (PEM) and check the host name."""
+    context = ssl.create_default_context(cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class PendingLimit:
+    """Admission of connections that have not authenticated yet, in all and per remote address.
+
+    Sans-IO: the receiver asks :meth:`admit` when a connection arrives and calls
+    :meth:`release` once it has authenticated or closed. A refused connection is
+    closed at once, so a flood costs a socket and a refusal, not a session.
+    """
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.pending: Counter[str] = Counter()
+        self.refused = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.pending.values())
+
+    def admit(self, address: str) -> bool:
+        if self.count >= self.total or self.pending[address] >= self.per_address:
+            self.refused += 1
+            return False
+        self.pending[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.pending[address] -= 1
+        if self.pending[address] <= 0:
+            del self.pending[address]
 
 
 class Connection:
@@ -41,6 +97,7 @@ class Connection:
         self.last_heard = time.monotonic()
         self.last_written = time.monotonic()
         peer = writer.get_extra_info("peername")
+        self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     def flush(self) -> None:

@@ -1,4 +1,4 @@
-"""Typed messages of protocol v1 (PROTOCOL.md section 3) and their validation."""
+"""Typed messages of the link protocol (PROTOCOL.md section 3) and their validation."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from typing import Any
 
 from protocol.errors import ErrorCode, ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # what a sender speaks; a receiver also accepts 1 (PROTOCOL.md section 9)
+SUPPORTED_VERSIONS = (1, 2)
 NONCE_SIZE = 32
+PROOF_SIZE = 32
 MAX_SEQ = (1 << 64) - 1
 
 
@@ -32,11 +34,13 @@ class Hello:
     version: int
     stream: str
     node: str
+    nonce: bytes | None = None  # version 2: the sender's challenge to the receiver
 
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
     nonce: bytes
+    proof: bytes | None = None  # version 2: the receiver's proof of the secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +80,16 @@ Message = Hello | Challenge | Auth | Welcome | Event | Ack | Ping | Pong | Error
 
 def to_wire(message: Message) -> dict[str, Any]:
     match message:
-        case Hello(version, stream, node):
-            return {"type": "hello", "version": version, "stream": stream, "node": node}
-        case Challenge(nonce):
-            return {"type": "challenge", "nonce": nonce}
+        case Hello(version, stream, node, nonce):
+            wire = {"type": "hello", "version": version, "stream": stream, "node": node}
+            if nonce is not None:
+                wire["nonce"] = nonce
+            return wire
+        case Challenge(nonce, proof):
+            wire = {"type": "challenge", "nonce": nonce}
+            if proof is not None:
+                wire["proof"] = proof
+            return wire
         case Auth(proof):
             return {"type": "auth", "proof": proof}
         case Welcome(position, node):
@@ -110,6 +120,13 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(k.__name__ for k in kinds)
 
 
+def _sized(body: dict[str, Any], name: str, size: int) -> bytes:
+    value = _field(body, name, bytes)
+    if len(value) != size:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{body['type']}.{name} must be {size} bytes")
+    return value
+
+
 def _seq(body: dict[str, Any], name: str, minimum: int) -> int:
     value = _field(body, name, int)
     if not minimum <= value <= MAX_SEQ:
@@ -138,12 +155,13 @@ def from_wire(body: dict[str, Any]) -> Message:
     if kind == "pong":
         return Pong(_field(body, "nonce", int))
     if kind == "hello":
-        return Hello(_field(body, "version", int), _field(body, "stream", str), _field(body, "node", str))
+        version = _field(body, "version", int)
+        # Version 1 has no nonce; from version 2 on the sender challenges the receiver too.
+        nonce = _sized(body, "nonce", NONCE_SIZE) if version >= 2 and "nonce" in body else None
+        return Hello(version, _field(body, "stream", str), _field(body, "node", str), nonce)
     if kind == "challenge":
-        nonce = _field(body, "nonce", bytes)
-        if len(nonce) != NONCE_SIZE:
-            raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"challenge.nonce must be {NONCE_SIZE} bytes")
-        return Challenge(nonce)
+        proof = _sized(body, "proof", PROOF_SIZE) if "proof" in body else None
+        return Challenge(_sized(body, "nonce", NONCE_SIZE), proof)
     if kind == "auth":
         return Auth(_field(body, "proof", bytes))
     if kind == "welcome":

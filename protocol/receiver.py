@@ -9,6 +9,7 @@ the handler's durable store on every connection, never from memory.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
@@ -16,8 +17,8 @@ import structlog
 
 from deploy.runtime.aio import within
 
-from protocol.errors import ErrorCode, ProtocolError, RemoteError
-from protocol.link import Connection, LinkSettings, run_until_first_failure
+from protocol.errors import PERMANENT, ErrorCode, ProtocolError, RemoteError
+from protocol.link import READ_LIMIT, Connection, LinkSettings, PendingLimit, run_until_first_failure
 from protocol.messages import Event
 from protocol.session import Authenticated, ReceiverSession
 
@@ -57,10 +58,14 @@ class Receiver:
         self._active: dict[str, asyncio.Task] = {}
         self._connections: set[Connection] = set()
         self.accepted = 0  # completed handshakes, for tests and status
+        # Peers that have not proven the secret yet: capped, in all and per address.
+        self.pending = PendingLimit(settings.max_pending, settings.max_pending_per_address)
 
     async def start(self) -> None:
+        tls = {"ssl": self.settings.ssl, "ssl_handshake_timeout": self.settings.handshake_timeout} \
+            if self.settings.ssl is not None else {}
         self._server = await asyncio.start_server(
-            self._serve, self.host, self.port, ssl=self.settings.ssl, limit=1 << 20, reuse_port=self.reuse_port
+            self._serve, self.host, self.port, limit=READ_LIMIT, reuse_port=self.reuse_port, **tls
         )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("receiver_listening", port=self.port, streams=sorted(self.handlers))
@@ -86,11 +91,24 @@ class Receiver:
         s = self.settings
         session = ReceiverSession(self.handlers.keys(), s.secret, s.node, s.max_frame_size)
         conn = Connection(session, reader, writer)
+        if not self.pending.admit(conn.address):
+            # Over the cap of unauthenticated connections: closed before anything is read or kept.
+            writer.transport.abort()
+            if math.log10(self.pending.refused).is_integer():
+                log.warning("link_pending_limit", peer=conn.peer, refused=self.pending.refused,
+                            pending=self.pending.count, max_pending=s.max_pending,
+                            max_pending_per_address=s.max_pending_per_address)
+            return
+        pending = True
         self._connections.add(conn)
         error: ProtocolError | None = None
         stream = None
         try:
-            auth = await within(s.heartbeat_timeout, self._handshake(conn))
+            try:
+                auth = await within(s.handshake_timeout, self._handshake(conn))
+            finally:
+                self.pending.release(conn.address)
+                pending = False
             stream = auth.stream
             await self._take_over(stream)
             handler = self.handlers[stream]
@@ -110,12 +128,13 @@ class Receiver:
             error = exc
             log.warning("link_rejected", stream=stream, peer=conn.peer, code=exc.code.value, reason=exc.message)
         except RemoteError as exc:
-            log.info("link_closed_by_peer", stream=stream, peer=conn.peer, code=exc.code, reason=exc.message)
-        except (OSError, asyncio.IncompleteReadError) as exc:
-            log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
-        except asyncio.TimeoutError:
+            (log.error if exc.code in PERMANENT else log.info)(
+                "link_closed_by_peer", stream=stream, peer=conn.peer, code=exc.code, reason=exc.message)
+        except asyncio.TimeoutError:  # before OSError: since 3.11 it is one
             error = ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, "handshake not completed in time")
             log.warning("link_rejected", peer=conn.peer, code=error.code.value, reason=error.message)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
         except asyncio.CancelledError:
             error = ProtocolError(ErrorCode.REPLACED, "a newer connection took over this stream")
         except Exception:
@@ -123,6 +142,8 @@ class Receiver:
             error = ProtocolError(ErrorCode.APPLY_FAILED, "could not commit the batch")
             log.exception("apply_failed", stream=stream, peer=conn.peer)
         finally:
+            if pending:
+                self.pending.release(conn.address)
             self._connections.discard(conn)
             if stream is not None and self._active.get(stream) is asyncio.current_task():
                 del self._active[stream]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import structlog
 
 from deploy.runtime.aio import wait_event, within
 from deploy.runtime.backoff import Backoff
-from protocol.errors import ErrorCode, ProtocolError, RemoteError
-from protocol.link import Connection, LinkSettings, run_until_first_failure
+from protocol.errors import PERMANENT, BehindRetention, ErrorCode, ProtocolError, RemoteError
+from protocol.link import READ_LIMIT, Connection, LinkSettings, run_until_first_failure
 from protocol.messages import Event
 from protocol.session import Acked, SenderSession, State, Welcomed
 
@@ -41,6 +43,8 @@ class Sender:
         poll_interval: float = 1.0,
         backoff: Backoff | None = None,
         alternates: Sequence[tuple[str, int]] = (),
+        clock: Callable[[], float] = time.monotonic,
+        stable_after: float = 10.0,
     ) -> None:
         # Replicas of the receiver sharing one store (and so one position): after a
         # failed or broken connection the next attempt goes to the next of them.
@@ -53,6 +57,17 @@ class Sender:
         self._on_ack = on_ack
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff()
+        # The backoff starts again from scratch only after real progress: an ack of new
+        # events, or a connection that stayed up ``stable_after`` seconds. A handshake
+        # alone is not progress (a receiver failing right after welcome must not be
+        # hammered).
+        self.clock = clock
+        self.stable_after = stable_after
+        self._progress = False
+        self._up_since: float | None = None
+        self.last_delay = 0.0  # the wait before the latest reconnection, for tests and status
+        self.behind: BehindRetention | None = None  # the receiver is older than what is retained
+        self._same_error = 0
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._connection: Connection | None = None
@@ -70,6 +85,15 @@ class Sender:
     def port(self) -> int:
         return self.targets[self._target][1]
 
+    @property
+    def problem(self) -> dict[str, Any] | None:
+        """What an operator must fix on this link, or None (read by /ready and ``ticketflow status``)."""
+        if self.behind is None:
+            return None
+        return {"stream": self.stream, "error": self.behind.code.value, "receiver_position": self.behind.position,
+                "oldest_retained": self.behind.oldest_retained, "missing": self.behind.missing,
+                "advance_to": self.behind.oldest_retained - 1}
+
     def notify(self) -> None:
         """New events may exist: stop waiting for the poll interval."""
         self._wake.set()
@@ -83,52 +107,80 @@ class Sender:
     async def run(self) -> None:
         """Connect, stream and reconnect until :meth:`stop`."""
         while not self._stopping.is_set():
+            self._progress, self._up_since = False, None
+            permanent = False
             try:
                 await self._run_connection()
             except asyncio.CancelledError:
                 raise
+            except BehindRetention as exc:
+                self.behind, permanent = exc, True
+                if self._first_or_rare(exc.code.value):
+                    log.error("link_position_behind_retention", stream=self.stream, peer=f"{self.host}:{self.port}",
+                              receiver_position=exc.position, oldest_retained=exc.oldest_retained,
+                              missing=exc.missing, advance_to=exc.oldest_retained - 1)
             except RemoteError as exc:
-                self.last_error = exc.code
-                log.warning("link_refused", stream=self.stream, code=exc.code, reason=exc.message)
+                permanent = exc.code in PERMANENT
+                if self._first_or_rare(exc.code):
+                    (log.error if permanent else log.warning)(
+                        "link_refused", stream=self.stream, peer=f"{self.host}:{self.port}", code=exc.code,
+                        reason=exc.message, permanent=permanent)
             except ProtocolError as exc:
-                self.last_error = exc.code.value
-                log.warning("link_protocol_error", stream=self.stream, code=exc.code.value, reason=exc.message)
+                permanent = exc.code.value in PERMANENT
+                if self._first_or_rare(exc.code.value):
+                    (log.error if permanent else log.warning)(
+                        "link_protocol_error", stream=self.stream, peer=f"{self.host}:{self.port}",
+                        code=exc.code.value, reason=exc.message, permanent=permanent)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
                 self.last_error = type(exc).__name__
                 self.failures += 1
-                # One line when the link goes down, then only at 10, 100, 1000... failed attempts.
-                if self.connected or math.log10(self.failures).is_integer():
+                # One line when the link goes down, then only at 10, 100, 1000... failures without progress.
+                if math.log10(self.failures).is_integer():
                     log.info("link_down", stream=self.stream, peer=f"{self.host}:{self.port}",
                              reason=repr(exc), failed_attempts=self.failures)
+            except Exception as exc:
+                # The source (the producer's database) failed: transient, like a broken connection.
+                if self._first_or_rare(type(exc).__name__):
+                    log.warning("link_source_failed", stream=self.stream, reason=repr(exc))
             finally:
                 self.connected = False
                 self._connection = None
             if self._stopping.is_set():
                 break
+            if self._progress or (self._up_since is not None
+                                  and self.clock() - self._up_since >= self.stable_after):
+                self.backoff.reset()
+                self.failures = 0
             self._target = (self._target + 1) % len(self.targets)
-            delay = self.backoff.next_delay()
+            # A permanent refusal needs an operator: retry at the slowest pace, not ever faster.
+            delay = self.last_delay = self.backoff.cap if permanent else self.backoff.next_delay()
             await wait_event(self._stopping, delay)
+
+    def _first_or_rare(self, code: str) -> bool:
+        """Record ``code`` as the last error; True if worth a log line (new, or the 10th, 100th... in a row)."""
+        self._same_error = self._same_error + 1 if code == self.last_error else 1
+        self.last_error = code
+        return math.log10(self._same_error).is_integer()
 
     async def _run_connection(self) -> None:
         s = self.settings
+        tls = {"ssl": s.ssl, "server_hostname": s.server_name or self.host} if s.ssl is not None else {}
         reader, writer = await within(
-            s.connect_timeout, asyncio.open_connection(self.host, self.port, ssl=s.ssl, limit=1 << 20))
+            s.connect_timeout, asyncio.open_connection(self.host, self.port, limit=READ_LIMIT, **tls))
         session = SenderSession(self.stream, s.node, s.secret, s.window, s.max_frame_size)
         conn = self._connection = Connection(session, reader, writer)
         error: ProtocolError | None = None
         try:
             conn.flush()
-            welcome = await within(s.heartbeat_timeout, self._handshake(conn))
+            welcome = await within(s.handshake_timeout, self._handshake(conn))
+            self._up_since = self.clock()
             if self._head is not None:
                 head = await self._head()
-                if welcome.position > head:
-                    raise ProtocolError(
-                        ErrorCode.POSITION_AHEAD,
-                        f"receiver is at {welcome.position} but this stream only reaches {head}",
-                    )
+                first = await self._read(welcome.position, 1)
+                session.check_resume(head, first[0].seq if first else None)
+            self.behind = None
             self.connects += 1
             self.connected = True
-            self.failures = 0
             self.acked = max(self.acked, welcome.position)
             log.info("link_up", stream=self.stream, peer=conn.peer, position=welcome.position, receiver=welcome.node)
             await run_until_first_failure(
@@ -156,7 +208,7 @@ class Sender:
                     acked = event.seq
             if acked is not None:
                 self.acked = acked
-                self.backoff.reset()  # progress: the next break starts backing off from scratch
+                self._progress = True  # new events applied: the next break backs off from scratch
                 self._wake.set()
                 if self._on_ack is not None:
                     await self._on_ack(acked)
@@ -177,6 +229,9 @@ class Sender:
             if conn.writer.is_closing():
                 # 3.11's drain() on a closing transport returns instead of raising.
                 raise ConnectionResetError("connection closed while sending")
+            if events and events[0].seq != session.last_sent + 1:
+                # The source skips ahead: the events the receiver needs next were pruned.
+                raise BehindRetention(session.last_sent, events[0].seq)
             if events:
                 for event in events:
                     session.send_event(event)

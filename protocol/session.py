@@ -23,15 +23,31 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from protocol import messages as m
-from protocol.errors import ErrorCode, ProtocolError, RemoteError
+from protocol.errors import BehindRetention, ErrorCode, ProtocolError, RemoteError
 from protocol.framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
 
 DEFAULT_WINDOW = 256
+# Until the peer has proven the secret no frame may be larger than this (PROTOCOL.md section 2):
+# an unauthenticated peer cannot make either side buffer a megabyte.
+HANDSHAKE_MAX_FRAME_SIZE = 4096
+
+SENDER_LABEL = b"ticketflow-link/2 sender\x00"
+RECEIVER_LABEL = b"ticketflow-link/2 receiver\x00"
 
 
 def auth_proof(secret: bytes, nonce: bytes, stream: str) -> bytes:
-    """PROTOCOL.md section 4: HMAC-SHA256(secret, nonce || UTF-8(stream))."""
+    """Version 1 (PROTOCOL.md section 4): HMAC-SHA256(secret, nonce || UTF-8(stream))."""
     return hmac.new(secret, nonce + stream.encode(), hashlib.sha256).digest()
+
+
+def sender_proof(secret: bytes, sender_nonce: bytes, receiver_nonce: bytes, stream: str) -> bytes:
+    """Version 2: what the sender answers in ``auth`` (PROTOCOL.md section 4)."""
+    return hmac.new(secret, SENDER_LABEL + sender_nonce + receiver_nonce + stream.encode(), hashlib.sha256).digest()
+
+
+def receiver_proof(secret: bytes, sender_nonce: bytes, receiver_nonce: bytes, stream: str) -> bytes:
+    """Version 2: what the receiver sends in ``challenge``. Its own label: it can never pass as a sender's."""
+    return hmac.new(secret, RECEIVER_LABEL + sender_nonce + receiver_nonce + stream.encode(), hashlib.sha256).digest()
 
 
 # --- events a session reports to its adapter ---------------------------------
@@ -79,7 +95,7 @@ class _Session:
     def __init__(self, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
         self.state: State
-        self._decoder = FrameDecoder(max_frame_size)
+        self._decoder = FrameDecoder(min(max_frame_size, HANDSHAKE_MAX_FRAME_SIZE))
         self._outgoing = bytearray()
 
     def data_to_send(self) -> bytes:
@@ -129,6 +145,10 @@ class _Session:
                 events.append(event)
         return events
 
+    def _peer_proven(self) -> None:
+        """The peer knows the secret: full-size frames from now on."""
+        self._decoder.max_frame_size = self.max_frame_size
+
     def _handle(self, message: m.Message) -> object | None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -149,6 +169,7 @@ class SenderSession(_Session):
         window: int = DEFAULT_WINDOW,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         version: int = m.PROTOCOL_VERSION,
+        nonce_source: Callable[[int], bytes] = os.urandom,
     ) -> None:
         super().__init__(max_frame_size)
         if window < 1:
@@ -156,11 +177,13 @@ class SenderSession(_Session):
         self.stream = stream
         self.node = node
         self.window = window
+        self.version = version
         self._secret = secret
         self.acked = 0  # highest seq the receiver durably applied
         self.last_sent = 0
         self.state = State.AWAIT_CHALLENGE
-        self._queue(m.Hello(version, stream, node))
+        self._nonce = nonce_source(m.NONCE_SIZE) if version >= 2 else None
+        self._queue(m.Hello(version, stream, node, self._nonce))
 
     @property
     def in_flight(self) -> int:
@@ -183,14 +206,35 @@ class SenderSession(_Session):
         self._queue(event)
         self.last_sent = event.seq
 
+    def check_resume(self, head: int, first_retained: int | None) -> None:
+        """After the welcome: can the stream resume where the receiver is (PROTOCOL.md section 6)?
+
+        ``head`` is the newest seq the sender ever wrote, ``first_retained`` the seq
+        of the first event it still holds after the welcome position (None if none).
+        """
+        position = self.acked
+        if position > head:
+            raise ProtocolError(
+                ErrorCode.POSITION_AHEAD, f"receiver is at {position} but this stream only reaches {head}")
+        if position < head and (first_retained is None or first_retained > position + 1):
+            raise BehindRetention(position, head + 1 if first_retained is None else first_retained)
+
     def _handle(self, message: m.Message) -> object | None:
         if isinstance(message, m.Challenge) and self.state is State.AWAIT_CHALLENGE:
-            self._queue(m.Auth(auth_proof(self._secret, message.nonce, self.stream)))
+            if self._nonce is None:
+                self._queue(m.Auth(auth_proof(self._secret, message.nonce, self.stream)))
+            else:
+                # Mutual: the receiver proves the secret before this side says anything more.
+                expected = receiver_proof(self._secret, self._nonce, message.nonce, self.stream)
+                if message.proof is None or not hmac.compare_digest(expected, message.proof):
+                    raise ProtocolError(ErrorCode.AUTH_FAILED, "the receiver could not prove the shared secret")
+                self._queue(m.Auth(sender_proof(self._secret, self._nonce, message.nonce, self.stream)))
             self.state = State.AWAIT_WELCOME
             return None
         if isinstance(message, m.Welcome) and self.state is State.AWAIT_WELCOME:
             self.state = State.STREAMING
             self.acked = self.last_sent = message.position
+            self._peer_proven()
             return Welcomed(message.position, message.node)
         if isinstance(message, m.Ack) and self.state is State.STREAMING:
             if message.seq > self.last_sent:
@@ -218,7 +262,7 @@ class ReceiverSession(_Session):
         node: str,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         nonce_source: Callable[[int], bytes] = os.urandom,
-        versions: Collection[int] = (m.PROTOCOL_VERSION,),
+        versions: Collection[int] = m.SUPPORTED_VERSIONS,
     ) -> None:
         super().__init__(max_frame_size)
         self.streams = streams
@@ -227,6 +271,8 @@ class ReceiverSession(_Session):
         self._secret = secret
         self._nonce_source = nonce_source
         self._nonce = b""
+        self._peer_nonce: bytes | None = None
+        self.version: int | None = None
         self.stream: str | None = None
         self.peer_node: str | None = None
         self.last_received = 0
@@ -266,16 +312,26 @@ class ReceiverSession(_Session):
                 )
             if message.stream not in self.streams:
                 raise ProtocolError(ErrorCode.UNKNOWN_STREAM, f"stream {message.stream!r} is not served here")
-            self.stream, self.peer_node = message.stream, message.node
+            if message.version >= 2 and message.nonce is None:
+                raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"hello of version {message.version} needs a nonce")
+            self.version, self.stream, self.peer_node = message.version, message.stream, message.node
             self._nonce = self._nonce_source(m.NONCE_SIZE)
-            self._queue(m.Challenge(self._nonce))
+            self._peer_nonce = message.nonce
+            proof = None
+            if message.nonce is not None:
+                proof = receiver_proof(self._secret, message.nonce, self._nonce, message.stream)
+            self._queue(m.Challenge(self._nonce, proof))
             self.state = State.AWAIT_AUTH
             return None
         if isinstance(message, m.Auth) and self.state is State.AWAIT_AUTH:
             assert self.stream is not None and self.peer_node is not None
-            expected = auth_proof(self._secret, self._nonce, self.stream)
+            if self._peer_nonce is None:
+                expected = auth_proof(self._secret, self._nonce, self.stream)
+            else:
+                expected = sender_proof(self._secret, self._peer_nonce, self._nonce, self.stream)
             if not hmac.compare_digest(expected, message.proof):
                 raise ProtocolError(ErrorCode.AUTH_FAILED, "proof does not match the shared secret")
             self.state = State.AUTHENTICATED
+            self._peer_proven()
             return Authenticated(self.stream, self.peer_node)
         raise self._unexpected(message)

@@ -50,7 +50,12 @@ class ReservationDaemon:
             # Not a readiness condition: holds are still taken; expired ones wait for billing's word.
             "release_check": self.release_check.status(),
         }
-        return database and self.schema.ready, checks
+        # A receiver behind what this daemon still retains: the relay cannot do its job until an
+        # operator reconciles and moves the receiver (ticketflow link advance).
+        problem = self.relay.problem
+        if problem is not None:
+            checks["link"] = problem
+        return database and self.schema.ready and problem is None, checks
 
     async def start(self) -> None:
         await self.db.start()

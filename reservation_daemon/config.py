@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (Rate, holds_per_address_setting, holds_per_subject_setting, http_keepalive_setting,
-                                   http_request_timeout_setting, rate_limits_enabled_setting,
-                                   host_list, idempotency_hours_setting, instance_setting, link_secret_setting,
+from deploy.runtime.config import (Rate, check_link_sender, holds_per_address_setting, holds_per_subject_setting,
+                                   host_list, http_keepalive_setting, http_request_timeout_setting,
+                                   idempotency_hours_setting, instance_setting, link_handshake_timeout_setting,
+                                   link_secret_setting, link_tls_ca_setting, link_tls_server_name_setting,
                                    link_window_setting, load, log_level_setting, port, positive_float, positive_int,
-                                   rate_limit_setting, relay_lock_retry_setting, retention_hours_setting, service_token_setting,
-                                   setting, token_public_keys_setting)
+                                   rate_limit_setting, rate_limits_enabled_setting, relay_lock_retry_setting,
+                                   retention_hours_setting, service_token_setting, setting,
+                                   token_public_keys_setting)
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class Settings:
     billing_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "billing's stream receiver port")
     link_secret: bytes = link_secret_setting()
     link_window: int = link_window_setting()
+    link_handshake_timeout: float = link_handshake_timeout_setting()
+    link_tls_ca: str = link_tls_ca_setting()
+    link_tls_server_name: str = link_tls_server_name_setting()
     relay_poll: float = setting("TICKETFLOW_RELAY_POLL_SECONDS", 1.0, positive_float,
                                 "outbox poll interval when LISTEN/NOTIFY is quiet")
     relay_lock_retry: float = relay_lock_retry_setting()
@@ -51,6 +56,9 @@ class Settings:
     http_keepalive: float = http_keepalive_setting()
     instance: str = instance_setting()
     log_level: str = log_level_setting()
+
+    def __post_init__(self) -> None:
+        check_link_sender(self, "TICKETFLOW_BILLING_LINK_HOST", self.billing_host, self.billing_port)
 
 
 def load_settings() -> Settings:

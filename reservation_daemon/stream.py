@@ -11,9 +11,8 @@ from collections.abc import Callable
 
 import asyncpg
 
-from deploy.runtime.config import link_targets
+from deploy.runtime.config import link_targets, sender_link
 from deploy.runtime.relay import OutboxRelay
-from protocol.link import LinkSettings
 from protocol.sender import Sender
 from reservation_daemon.config import Settings
 from reservation_daemon.store import STREAM, ReservationStore
@@ -50,7 +49,7 @@ def make_relay(settings: Settings, store: ReservationStore, node: str) -> Outbox
     def make_sender() -> Sender:
         return Sender(
             *first, STREAM, store.read_outbox,
-            LinkSettings(secret=settings.link_secret, node=node, window=settings.link_window),
+            sender_link(settings, node),
             head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
             alternates=alternates,
         )

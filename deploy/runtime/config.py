@@ -9,6 +9,7 @@ typo is found before the daemon accepts any work.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, TypeVar
@@ -154,6 +155,117 @@ DEV_LINK_SECRET = b"ticketflow-dev-link-secret-change-me"
 
 def link_secret_setting() -> Any:
     return setting("TICKETFLOW_LINK_SECRET", DEV_LINK_SECRET, secret, "shared secret of the links (at least 16 bytes)")
+
+
+def link_max_pending_setting() -> Any:
+    return setting("TICKETFLOW_LINK_MAX_PENDING", 64, positive_int,
+                   "receiver: link connections not yet authenticated, in all (more are closed at once)")
+
+
+def link_max_pending_per_address_setting() -> Any:
+    return setting("TICKETFLOW_LINK_MAX_PENDING_PER_ADDRESS", 8, positive_int,
+                   "receiver: link connections not yet authenticated from one remote address")
+
+
+def link_handshake_timeout_setting() -> Any:
+    return setting("TICKETFLOW_LINK_HANDSHAKE_TIMEOUT_SECONDS", 5.0, positive_float,
+                   "a link connection that has not completed its handshake by then is closed")
+
+
+def link_tls_cert_setting() -> Any:
+    return setting("TICKETFLOW_LINK_TLS_CERT", "", readable_file,
+                   "receiver: PEM certificate (chain) of its link port; with _KEY it turns TLS on")
+
+
+def link_tls_key_setting() -> Any:
+    return setting("TICKETFLOW_LINK_TLS_KEY", "", readable_file, "receiver: PEM private key of that certificate")
+
+
+def link_tls_ca_setting() -> Any:
+    return setting("TICKETFLOW_LINK_TLS_CA", "", readable_file,
+                   "sender: PEM CA certificate(s) the receiver's certificate must chain to; turns TLS on")
+
+
+def link_tls_server_name_setting() -> Any:
+    return setting("TICKETFLOW_LINK_TLS_SERVER_NAME", "", str,
+                   "sender: the name the receiver's certificate must carry (default: the link host)")
+
+
+def readable_file(raw: str) -> str:
+    path = raw.strip()
+    if path and not os.access(path, os.R_OK):
+        raise ValueError("no readable file there")
+    return path
+
+
+def is_loopback(host: str) -> bool:
+    """True only for names that can never reach beyond this machine (not 0.0.0.0, not a host name)."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_link_receiver(settings: Any, listen_variable: str, listen_host: str) -> None:
+    """Refuse at start-up what would expose a receiving link port: the public development secret
+    off loopback, half a TLS configuration, unreadable TLS files."""
+    if settings.link_secret == DEV_LINK_SECRET and not is_loopback(listen_host):
+        raise ConfigError("TICKETFLOW_LINK_SECRET", "(the public development secret)",
+                          f"refused while {listen_variable}={listen_host} is not a loopback address: "
+                          "anyone who can reach the port could feed the stream; set a secret of your own")
+    if bool(settings.link_tls_cert) != bool(settings.link_tls_key):
+        missing = "TICKETFLOW_LINK_TLS_KEY" if settings.link_tls_cert else "TICKETFLOW_LINK_TLS_CERT"
+        raise ConfigError(missing, "", "TLS needs both TICKETFLOW_LINK_TLS_CERT and TICKETFLOW_LINK_TLS_KEY")
+    if settings.link_tls_cert:
+        from protocol.link import server_tls
+
+        try:
+            server_tls(settings.link_tls_cert, settings.link_tls_key)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigError("TICKETFLOW_LINK_TLS_CERT", settings.link_tls_cert,
+                              f"certificate and key do not load: {exc}") from None
+
+
+def check_link_sender(settings: Any, hosts_variable: str, hosts: str, default_port: int) -> None:
+    """The same for a sending side: the development secret only towards loopback receivers."""
+    if settings.link_secret == DEV_LINK_SECRET:
+        remote = [host for host, _ in link_targets(hosts, default_port) if not is_loopback(host)]
+        if remote:
+            raise ConfigError("TICKETFLOW_LINK_SECRET", "(the public development secret)",
+                              f"refused while {hosts_variable} names {', '.join(remote)}, which is not loopback: "
+                              "a receiver elsewhere needs a secret of your own")
+    if settings.link_tls_ca:
+        from protocol.link import client_tls
+
+        try:
+            client_tls(settings.link_tls_ca)
+        except (OSError, ValueError) as exc:
+            raise ConfigError("TICKETFLOW_LINK_TLS_CA", settings.link_tls_ca,
+                              f"CA certificates do not load: {exc}") from None
+
+
+def receiver_link(settings: Any, node: str) -> Any:
+    """The LinkSettings of a daemon's receiving port, from its ``link_*`` settings."""
+    from protocol.link import LinkSettings, server_tls
+
+    return LinkSettings(
+        secret=settings.link_secret, node=node, handshake_timeout=settings.link_handshake_timeout,
+        max_pending=settings.link_max_pending, max_pending_per_address=settings.link_max_pending_per_address,
+        ssl=server_tls(settings.link_tls_cert, settings.link_tls_key) if settings.link_tls_cert else None)
+
+
+def sender_link(settings: Any, node: str) -> Any:
+    """The LinkSettings of a daemon's outgoing link (its relay), from its ``link_*`` settings."""
+    from protocol.link import LinkSettings, client_tls
+
+    return LinkSettings(
+        secret=settings.link_secret, node=node, window=settings.link_window,
+        handshake_timeout=settings.link_handshake_timeout,
+        ssl=client_tls(settings.link_tls_ca) if settings.link_tls_ca else None,
+        server_name=settings.link_tls_server_name or None)
 
 
 def link_window_setting() -> Any:

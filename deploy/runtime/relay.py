@@ -10,8 +10,9 @@ receiver keeps one connection per stream and resumes from its durable position.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -37,7 +38,8 @@ class LeaderLock(Protocol):
 
 class OutboxRelay:
     def __init__(self, stream: str, make_lock: Callable[[], LeaderLock], make_sender: Callable[[], Sender],
-                 lock_retry: float = 1.0, check_interval: float = 1.0) -> None:
+                 lock_retry: float = 1.0, check_interval: float = 1.0, backoff: Backoff | None = None,
+                 stable_after: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.stream = stream
         self.make_lock = make_lock
         self.make_sender = make_sender
@@ -45,7 +47,17 @@ class OutboxRelay:
         self.check_interval = check_interval
         self.active = False
         self.sender: Sender | None = None
+        # Reset only after a lead that lasted ``stable_after``: taking the lock is not progress.
+        self.backoff = backoff or Backoff(base=0.2, cap=5.0)
+        self.stable_after = stable_after
+        self.clock = clock
+        self.leads = 0
         self._stopping = asyncio.Event()
+
+    @property
+    def problem(self) -> dict[str, Any] | None:
+        """A condition on the active link that needs an operator (e.g. the receiver behind retention)."""
+        return self.sender.problem if self.sender is not None else None
 
     def notify(self) -> None:
         """New outbox rows were written by this process."""
@@ -58,13 +70,17 @@ class OutboxRelay:
             await self.sender.stop()
 
     async def run(self) -> None:
-        backoff = Backoff(base=0.2, cap=5.0)
+        backoff = self.backoff
         while not self._stopping.is_set():
             lock = self.make_lock()
             try:
                 if await lock.acquire(self.notify):
-                    backoff.reset()
-                    await self._lead(lock)
+                    started = self.clock()
+                    try:
+                        await self._lead(lock)
+                    finally:
+                        if self.clock() - started >= self.stable_after:
+                            backoff.reset()
                 else:
                     await lock.release()
                     await self._sleep(self.lock_retry)
@@ -81,6 +97,7 @@ class OutboxRelay:
     async def _lead(self, lock: LeaderLock) -> None:
         sender = self.sender = self.make_sender()
         self.active = True
+        self.leads += 1
         log.info("relay_active", stream=self.stream)
         sending = asyncio.create_task(sender.run())
         try:
@@ -90,7 +107,9 @@ class OutboxRelay:
         finally:
             await sender.stop()
             sending.cancel()
-            await asyncio.gather(sending, return_exceptions=True)
+            (result,) = await asyncio.gather(sending, return_exceptions=True)
+            if isinstance(result, Exception):
+                log.error("relay_sender_failed", stream=self.stream, reason=repr(result))
             self.sender = None
             log.info("relay_standby", stream=self.stream)
 

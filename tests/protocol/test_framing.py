@@ -9,6 +9,7 @@ import pytest
 import protocol
 
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.session import SenderSession
 from protocol.framing import FrameDecoder, encode_frame
 
 MESSAGES = [
@@ -112,5 +113,5 @@ def test_the_spec_example_frame_is_byte_exact():
     spec = (Path(protocol.__file__).parent / "PROTOCOL.md").read_text()
     block = spec[spec.index("## 10. Example") :].split("```")[1]
     hex_text = " ".join(line.split("--")[0] for line in block.splitlines())
-    frame = encode_frame({"type": "hello", "version": 1, "stream": "reservations", "node": "r1"})
+    frame = SenderSession("reservations", "r1", b"k" * 32, nonce_source=lambda n: b"\x07" * n).data_to_send()
     assert frame == bytes.fromhex(hex_text)

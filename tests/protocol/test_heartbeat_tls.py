@@ -2,7 +2,6 @@
 
 import asyncio
 import ssl
-import subprocess
 import time
 
 import pytest
@@ -12,6 +11,7 @@ from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 from protocol.sender import Sender
 from protocol.session import ReceiverSession, SenderSession, State
+from tests.support.tls import throwaway_cert as make_cert
 from tests.helpers import ListSource, MemoryStore, make_events, wait_until
 
 SECRET = b"heartbeat-test-secret-0123"
@@ -89,14 +89,7 @@ async def test_an_idle_link_stays_up_on_heartbeats():
 
 @pytest.fixture(scope="module")
 def throwaway_cert(tmp_path_factory):
-    where = tmp_path_factory.mktemp("tls")
-    cert, key = where / "cert.pem", where / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return cert, key
+    return make_cert(tmp_path_factory.mktemp("tls"))
 
 
 async def test_a_link_over_tls_with_a_throwaway_certificate(throwaway_cert):
