@@ -16,7 +16,7 @@ from billing_daemon.openapi import SPEC
 from billing_daemon.payments import PAYMENTS
 from billing_daemon.store import BillingError, BillingStore
 from deploy.runtime import validation as v
-from deploy.runtime.auth import Principal, TokenIssuer, Unauthorized, principal, require_visible
+from deploy.runtime.auth import ORGANIZER, Principal, TokenIssuer, Unauthorized, principal, require_visible
 from deploy.runtime.http import (ApiError, NotFound, RouteLimit, idempotency, json_response, limit_key, read_json,
                                  service_routes)
 
@@ -51,6 +51,14 @@ def _password(body: dict) -> str:
 
 RELEASE_CHECK_MAX = 1000  # order ids per release-check call
 ORDER_NOT_FOUND = NotFound("no such order", code="ORDER_NOT_FOUND")
+
+
+def for_caller(order: dict, caller: Principal) -> dict:
+    """An order as ``caller`` may see it: ticket codes admit at the door, so they reach the buyer (and
+    services acting for buyers), never an organizer looking at its event's orders."""
+    if caller.role != ORGANIZER or caller.subject == order["user_id"]:
+        return order
+    return {**order, "tickets": [{k: v for k, v in t.items() if k != "code"} for t in order["tickets"]]}
 USER_NOT_FOUND = NotFound("no such user", code="USER_NOT_FOUND")
 
 
@@ -124,7 +132,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         caller = principal(request)
         orders = await store.event_orders(event_id, None if caller.is_service else caller.subject)
         # An organizer sees the orders of its own events; for anyone else's event it is as if none existed.
-        return json_response({"event_id": event_id, "orders": orders})
+        return json_response({"event_id": event_id, "orders": [for_caller(o, caller) for o in orders]})
 
     async def get_order(request: web.Request) -> web.Response:
         order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
@@ -132,7 +140,7 @@ def routes(settings: Settings, store: BillingStore, gateway: PaymentGateway, rea
         order = await store.get_order(order_id)
         if order is None:
             raise ORDER_NOT_FOUND
-        return json_response(order)
+        return json_response(for_caller(order, principal(request)))
 
     async def pay(request: web.Request) -> web.Response:
         order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")

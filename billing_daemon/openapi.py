@@ -120,9 +120,11 @@ SCHEMAS: dict[str, Any] = {
              "properties": {"id": UUID, "email": {"type": "string"}, "name": {"type": "string"},
                             "role": {"enum": ["buyer", "organizer", "door"]},
                             "created_at": TIME}},
-    "Ticket": {"type": "object", "required": ["id", "seat_id", "seat_label", "code", "status", "checked_in_at"],
+    "Ticket": {"type": "object", "required": ["id", "seat_id", "seat_label", "status", "checked_in_at"],
                "properties": {"id": UUID, "seat_id": UUID, "seat_label": {"type": "string"},
-                              "code": {"type": "string", "minLength": 43},
+                              "code": {"type": "string", "minLength": 43,
+                                       "description": "what the door scans: shown to the buyer, never to an "
+                                                      "organizer"},
                               "status": {"enum": ["valid", "void"]}, "checked_in_at": NULLABLE_TIME}},
     "Payment": {"type": "object", "required": ["id", "status", "created_at"],
                 "properties": {"id": UUID,

@@ -105,6 +105,27 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
             raise NotFound("no such event", code="EVENT_NOT_FOUND")
         return json_response(event)
 
+    async def change_event(request: web.Request) -> web.Response:
+        """Name, venue, description or start of an event: its organizer (or a service). The layout is fixed."""
+        event_id = v.path_uuid(request.match_info["event_id"], "EVENT_NOT_FOUND", "event")
+        caller = principal(request)
+        known, organizer = await store.event_organizer(event_id)
+        if not known or not (caller.is_service or caller.subject == organizer):
+            raise NotFound("no such event", code="EVENT_NOT_FOUND")  # someone else's event: as if none
+        body = v.obj(await read_json(request))
+        changes = {field: v.text(body, field, max_len=200) for field in ("name", "venue") if field in body}
+        if "description" in body:
+            changes["description"] = v.text(body, "description", min_len=0, max_len=5000)
+        if "starts_at" in body:
+            changes["starts_at"] = v.timestamp(body, "starts_at")
+        if not changes:
+            raise Unprocessable("name, venue, description or starts_at: at least one to change",
+                                details={"field": "name"})
+        event = await store.change_event(event_id, changes)
+        caller_role = caller.role or "anonymous"
+        await store.audit(caller.subject, caller_role, "change_event", event_id, ", ".join(sorted(changes)))
+        return json_response(event)
+
     async def list_seats(request: web.Request) -> web.Response:
         event_id = v.path_uuid(request.match_info["event_id"], "EVENT_NOT_FOUND", "event")
         status = request.query.get("status")
@@ -199,6 +220,7 @@ def routes(settings: Settings, store: ReservationStore, ready, instance: str, bi
         web.post("/api/events", create_event),
         web.get("/api/events", list_events),
         web.get("/api/events/{event_id}", get_event),
+        web.patch("/api/events/{event_id}", change_event),
         web.get("/api/events/{event_id}/seats", list_seats),
         web.post("/api/reserve", reserve_one),
         web.post("/api/reservations", reserve_many),

@@ -76,7 +76,18 @@ PATHS: dict[str, Any] = {
         **access(),
         "parameters": [path_uuid("event_id")],
         "responses": {"200": json_body(ref("Event"), "the event"), "404": error("EVENT_NOT_FOUND"),
-                      "503": COMMON_ERRORS["503"]}}},
+                      "503": COMMON_ERRORS["503"]}},
+        "patch": {
+            "summary": "Change an event's name, venue, description or start (its organizer, services); the "
+                       "layout is fixed once seats exist",
+            **access(ORGANIZER, SERVICE, owner=True),
+            "parameters": [path_uuid("event_id")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "minProperties": 1, "properties": {
+                    "name": {"type": "string"}, "venue": {"type": "string"}, "description": {"type": "string"},
+                    "starts_at": TIME}}}}},
+            "responses": {"200": json_body(ref("Event"), "the changed event"),
+                          "404": error("EVENT_NOT_FOUND: no such event, or not yours"), **COMMON_ERRORS}}},
     "/api/events/{event_id}/seats": {"get": {
         "summary": "The seats of an event with their status, in order (section, row, number), a page at a time",
         "description": "Pages hold `limit` seats (default 1000, at most 5000); follow `next` (pass it as "

@@ -136,6 +136,18 @@ class ReservationStore:
     async def _event(self, conn: asyncpg.Connection, event_id: uuid.UUID) -> dict[str, Any] | None:
         return await conn.fetchval(f"SELECT {_EVENT_JSON} FROM events e WHERE e.id = $1", event_id)
 
+    async def change_event(self, event_id: uuid.UUID, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Set some of name, venue, description, starts_at (the only columns ``changes`` may name)."""
+        columns = [c for c in ("name", "venue", "description", "starts_at") if c in changes]
+        assignments = ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns))
+
+        async def change(conn: asyncpg.Connection) -> dict[str, Any] | None:
+            await conn.execute(f"UPDATE events SET {assignments} WHERE id = $1", event_id,
+                               *(changes[c] for c in columns))
+            return await self._event(conn, event_id)
+
+        return await self.db.transaction(change, idempotent=True)
+
     async def get_event(self, event_id: uuid.UUID) -> dict[str, Any] | None:
         return await self.db.run(lambda c: self._event(c, event_id), idempotent=True)
 

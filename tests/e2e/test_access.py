@@ -52,6 +52,8 @@ def parties(path: str) -> set[str]:
     reservation is its buyer's and its event organizer's."""
     if "{user_id}" in path or path == "/api/notifications":
         return {"owner"}
+    if path == "/api/events/{event_id}":
+        return {"organizer"}
     return {"owner", "organizer"}
 
 
@@ -69,6 +71,7 @@ def request_for(world: World, method: str, path: str, caller: str) -> tuple[str,
         ("POST", "/api/reservations"): {"event_id": world.event_id,
                                         "seat_ids": [world.free_seats[n % len(world.free_seats)]], **acting_for},
         ("POST", "/api/reservations/{reservation_id}/release"): {"refund_id": "not-a-refund"},
+        ("PATCH", "/api/events/{event_id}"): {"description": f"changed by the matrix ({n})"},
         ("POST", "/api/users"): {"email": f"m{n}-{uuid.uuid4().hex[:6]}@example.com", "name": "M",
                                  "password": "matrix-password"},
         ("POST", "/api/sessions"): {"email": world.owner_email, "password": "owner-password"},
@@ -189,6 +192,12 @@ async def test_changes_of_money_and_seats_are_audited_with_who_and_why(full):
     await full.start_all()
     world = await make_world(full)
     organizer = full["billing"].api.as_(world.token("organizer"))
+    # The organizer sees its event's order, but not the ticket codes: those admit at the door.
+    seen_by_organizer = (await organizer.get(f"/api/orders/{world.reservation_id}")).body
+    assert seen_by_organizer["tickets"] and all("code" not in t for t in seen_by_organizer["tickets"])
+    seen_by_owner = (await full["billing"].api.as_(world.token("owner")).get(
+        f"/api/orders/{world.reservation_id}")).body
+    assert [t["code"] for t in seen_by_owner["tickets"]] == [world.ticket_code]
     refunded = await organizer.post(f"/api/orders/{world.reservation_id}/refund", {"reason": "event moved"})
     assert refunded.status == 200, refunded.body
     trail = await full.maria("SELECT actor, actor_role, action, reason FROM audit_log WHERE target = %s ORDER BY at",

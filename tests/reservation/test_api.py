@@ -185,3 +185,20 @@ async def test_a_multi_host_dsn_finds_the_writable_primary(cluster, receiver_db)
         return (await cluster.sql("SELECT acked_seq FROM stream_heads"))[0]["acked_seq"] == 1
 
     await wait_until(relayed, 15, "the relay (on the same multi-host DSN) delivering")
+
+
+async def test_an_organizer_changes_its_own_event_and_no_one_else_s(reservation):
+    from tests.support.auth import token
+
+    mine, theirs = (reservation.api.as_(token("organizer")) for _ in range(2))
+    created = await mine.post("/api/events", {"name": "Gig", "venue": "Hall", "starts_at": "2027-01-01T20:00:00Z",
+                                              "layout": {"sections": [{"name": "A", "rows": 1, "seats_per_row": 2,
+                                                                       "price_minor": 100, "currency": "EUR"}]}})
+    assert created.status == 201
+    path = f"/api/events/{created.body['id']}"
+    changed = await mine.request("PATCH", path, json_body={"venue": "Bigger Hall", "starts_at": "2027-02-01T20:00:00Z"})
+    assert changed.status == 200 and changed.body["venue"] == "Bigger Hall"
+    assert changed.body["starts_at"].startswith("2027-02-01T20:00:00") and changed.body["seats"]["total"] == 2
+    assert (await theirs.request("PATCH", path, json_body={"venue": "Mine now"})).status == 404
+    assert (await mine.request("PATCH", path, json_body={})).status == 422
+    assert (await reservation.api.get(path)).body["venue"] == "Bigger Hall"
