@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from deploy.stack.topology import local
+from deploy.ops.stack.topology import local
 from protocol.link import LinkSettings
 from protocol.messages import Event
 from protocol.sender import Sender

@@ -12,7 +12,7 @@ from collections import Counter
 
 import aiohttp
 
-from deploy.stack.topology import local
+from deploy.ops.stack.topology import local
 from tests.helpers import wait_until
 
 PURCHASES = 500

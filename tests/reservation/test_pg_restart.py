@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from deploy.stack.topology import local
+from deploy.ops.stack.topology import local
 from tests.helpers import wait_until
 from tests.reservation.conftest import create_event, gather_limited, seats_of
 from tests.reservation.test_stream import _acked, check_receiver_history

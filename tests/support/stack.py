@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from deploy.stack.topology import local
+from deploy.ops.stack.topology import local
 
 
 def stack_env() -> dict[str, str]:
