@@ -13,7 +13,7 @@ from protocol.sender import Sender
 from tests.billing.conftest import Pipeline, hold_one, order_appears
 from tests.helpers import ListSource, wait_until
 from tests.reservation.conftest import gather_limited
-from tests.support.stack import fresh_pg_database, private_server
+from tests.support.stack import fresh_pg_database, private_server_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +59,7 @@ async def _more_orders(pipeline, at_least: int) -> bool:
     return await orders_count(pipeline) >= at_least
 
 
-@pytest.fixture
-async def private_mariadb(tmp_path):
-    async with private_server("mariadb", tmp_path / "stack") as mariadb:
-        yield mariadb
+private_mariadb = private_server_fixture("mariadb")  # the test restarts it
 
 
 @pytest.fixture

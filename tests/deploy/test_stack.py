@@ -137,3 +137,28 @@ def test_status_of_a_stack_never_started_is_down_without_side_effects(tmp_path):
     result = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stack", "status"], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 3 and result.stdout.count("down") == 3
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; this test process just has not reaped it
+
+
+async def test_a_private_server_is_its_own_and_leaves_nothing_behind(tmp_path):
+    from tests.support.stack import private_server, stack_env
+
+    root = tmp_path / "private"
+    async with private_server("postgres", root) as postgres:
+        assert postgres.dsn() != stack_env()["TICKETFLOW_PG_DSN"], "it is the shared stack's server"
+        conn = await asyncpg.connect(postgres.dsn())
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+        pid, data = postgres.pid(), postgres.data
+        assert pid is not None and data.is_dir()
+    assert not process_alive(pid), "the server still runs"
+    assert not data.exists() and not root.exists(), "its files are left behind"
+    with pytest.raises(OSError):
+        await asyncpg.connect(postgres.dsn(), timeout=2)

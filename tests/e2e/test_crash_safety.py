@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import FullPipeline
 from tests.helpers import wait_until
-from tests.support.stack import fresh_mariadb_database, fresh_pg_database, private_server
+from tests.support.stack import fresh_mariadb_database, fresh_pg_database, private_server_fixture
 
 PURCHASES = 500
 
@@ -39,10 +39,7 @@ async def patient(call, what: str, done=settled, timeout: float = 120):
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def private_rabbitmq(tmp_path):
-    async with private_server("rabbitmq", tmp_path / "stack") as rabbitmq:
-        yield rabbitmq
+private_rabbitmq = private_server_fixture("rabbitmq")  # the test restarts it
 
 
 @pytest.fixture

@@ -12,15 +12,12 @@ import pytest
 from tests.helpers import wait_until
 from tests.reservation.conftest import Cluster, create_event, gather_limited, seats_of
 from tests.reservation.test_stream import acked, check_receiver_history
-from tests.support.stack import private_server
+from tests.support.stack import private_server_fixture
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def private_postgres(tmp_path):
-    async with private_server("postgres", tmp_path / "stack") as postgres:
-        yield postgres
+private_postgres = private_server_fixture("postgres")  # the test restarts it
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from deploy.ops.stack.server import Server
 from deploy.ops.stack.settings import StackSettings
@@ -150,3 +151,14 @@ async def fresh_mariadb_database(prefix: str = "tf_test") -> AsyncIterator[str]:
         yield server.dsn(name)  # type: ignore[attr-defined]
     finally:
         await admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def private_server_fixture(kind: str):
+    """A fixture giving the test a ``private_server(kind)``: ``private_postgres = private_server_fixture("postgres")``."""
+
+    @pytest.fixture
+    async def server(tmp_path):
+        async with private_server(kind, tmp_path / f"private-{kind}") as started:
+            yield started
+
+    return server
