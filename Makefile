@@ -8,7 +8,7 @@ TICKETFLOW := $(VENV)/bin/ticketflow
 PYTEST     := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: setup run test stop status env clean
+.PHONY: setup run test lint stop status env clean
 
 $(VENV)/.installed: pyproject.toml deploy/bootstrap.sh
 	sh deploy/bootstrap.sh
@@ -31,6 +31,10 @@ run: setup
 
 test: setup
 	$(PYTEST) $(PYTEST_ARGS)
+
+# The import contracts of pyproject.toml alone (make test checks them too: tests/deploy/test_layers.py).
+lint: $(VENV)/.installed
+	$(VENV)/bin/lint-imports
 
 stop:
 	@if [ -x $(TICKETFLOW) ]; then $(TICKETFLOW) stop; else echo "nothing to stop (no $(VENV))"; fi

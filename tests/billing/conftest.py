@@ -12,7 +12,7 @@ from tests.support.api import ApiClient
 from tests.support.daemons import DaemonProcess
 from tests.support.stack import free_port, fresh_mariadb_database, fresh_pg_database
 
-pytestmark = pytest.mark.stack
+# Marks by directory: tests/conftest.py (a conftest's pytestmark has no effect).
 
 
 @dataclass

@@ -4,15 +4,16 @@ import asyncio
 import time
 import uuid
 
+import aiohttp
 import pytest
 
-from deploy.stack.topology import local
 from protocol.link import LinkSettings
 from protocol.messages import Event
 from protocol.sender import Sender
-from tests.billing.conftest import hold_one, order_appears
+from tests.billing.conftest import Pipeline, hold_one, order_appears
 from tests.helpers import ListSource, wait_until
 from tests.reservation.conftest import gather_limited
+from tests.support.stack import fresh_pg_database, private_server_fixture
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,24 @@ async def _more_orders(pipeline, at_least: int) -> bool:
     return await orders_count(pipeline) >= at_least
 
 
-async def test_mariadb_restart_under_load_gives_no_500_and_loses_nothing(pipeline):
+private_mariadb = private_server_fixture("mariadb")  # the test restarts it
+
+
+@pytest.fixture
+async def pipeline_on_private_mariadb(private_mariadb, tmp_path):
+    """conftest's ``pipeline`` with billing on a private MariaDB, which the test restarts."""
+    async with fresh_pg_database("tf_bres") as pg, fresh_pg_database("tf_bbridge") as bridge, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        p = Pipeline(pg, private_mariadb.dsn(), bridge, tmp_path, session)
+        try:
+            yield p
+        finally:
+            p.stop()
+
+
+async def test_mariadb_restart_under_load_gives_no_500_and_loses_nothing(pipeline_on_private_mariadb,
+                                                                         private_mariadb):
+    pipeline = pipeline_on_private_mariadb
     reservation = await pipeline.reservation()
     billing = await pipeline.billing()
     pipeline.start_bridge_stand_in()
@@ -84,9 +102,8 @@ async def test_mariadb_restart_under_load_gives_no_500_and_loses_nothing(pipelin
 
     paying = asyncio.create_task(gather_limited((pay(h["id"]) for h in holds), 8))
     await wait_until(lambda: len(statuses) >= 10, 30, "payments under way before the restart")
-    mariadb = local().server("mariadb")
-    await asyncio.to_thread(mariadb.stop)
-    await asyncio.to_thread(mariadb.up)
+    await asyncio.to_thread(private_mariadb.stop)
+    await asyncio.to_thread(private_mariadb.up)
     results = await paying
     assert 500 not in statuses
     assert results == [200] * len(holds), results

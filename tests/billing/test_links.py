@@ -55,7 +55,7 @@ async def _positive(value) -> bool:
 def cli(pipeline, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TICKETFLOW_PG_DSN": pipeline.pg_dsn, "TICKETFLOW_MARIADB_DSN": pipeline.maria_dsn,
            "TICKETFLOW_RESERVATION_PORT": pipeline.reservation_port, "TICKETFLOW_BILLING_PORT": pipeline.billing_port}
-    return subprocess.run([sys.executable, "-c", "import sys; from deploy.cli import main; sys.exit(main())", *args],
+    return subprocess.run([sys.executable, "-c", "import sys; from deploy.ops.cli import main; sys.exit(main())", *args],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -6,14 +6,7 @@ from deploy.runtime.auth import Principal
 from deploy.runtime.config import ConfigError, Rate, load, rate
 from deploy.runtime.http import (MAX_JSON_DEPTH, Buckets, MalformedRequest, RateLimited, RouteLimit, RouteLimiter,
                                  json_depth, parse_json)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 class FakeRequest(dict):
@@ -27,29 +20,29 @@ class FakeRequest(dict):
 
 
 def test_a_bucket_allows_its_burst_then_refills_at_its_rate():
-    clock = Clock()
+    clock = FakeClock(100.0)
     buckets = Buckets(2, 4, clock)
     assert [buckets.take("a") for _ in range(4)] == [0.0] * 4
     assert buckets.take("a") == pytest.approx(0.5), "the next token is half a second away at 2/s"
     assert buckets.take("b") == 0.0, "each key has its own bucket"
-    clock.now += 0.5
+    clock.advance(0.5)
     assert buckets.take("a") == 0.0 and buckets.take("a") > 0
-    clock.now += 60
+    clock.advance(60)
     assert [buckets.take("a") for _ in range(5)].count(0.0) == 4, "refills to the burst, never beyond"
 
 
 def test_refused_attempts_do_not_push_the_wait_further_out():
-    clock = Clock()
+    clock = FakeClock(100.0)
     buckets = Buckets(1, 1, clock)
     assert buckets.take("a") == 0.0
     waits = [buckets.take("a") for _ in range(10)]
     assert waits == [pytest.approx(1.0)] * 10
-    clock.now += 1.0
+    clock.advance(1.0)
     assert buckets.take("a") == 0.0
 
 
 def test_bucket_memory_is_bounded_and_the_least_recently_used_key_goes_first():
-    clock = Clock()
+    clock = FakeClock(100.0)
     buckets = Buckets(1, 1, clock, max_keys=3)
     for key in "abc":
         buckets.take(key)
@@ -61,7 +54,7 @@ def test_bucket_memory_is_bounded_and_the_least_recently_used_key_goes_first():
 
 
 def test_route_limits_key_by_subject_and_by_address_and_exempt_services():
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RouteLimiter([RouteLimit("holds", per_subject=Rate(1, 2), per_address=Rate(1, 5))], clock)
     alice, bob = Principal("alice", "buyer"), Principal("bob", "buyer")
     limiter.check(FakeRequest("10.0.0.1", alice), "holds")
@@ -79,12 +72,12 @@ def test_route_limits_key_by_subject_and_by_address_and_exempt_services():
     service = Principal("portal", "service")
     for _ in range(100):
         limiter.check(FakeRequest("10.0.0.9", service), "holds")
-    clock.now += 1
+    clock.advance(1)
     limiter.check(FakeRequest("10.0.0.9", bob), "holds")
 
 
 def test_retry_after_is_whole_seconds_until_the_next_token():
-    clock = Clock()
+    clock = FakeClock(100.0)
     limiter = RouteLimiter([RouteLimit("logins", per_address=rate("5/min"), per_key=rate("5/min"))], clock)
     for _ in range(5):
         limiter.check(FakeRequest("10.0.0.1"), "logins")

@@ -6,7 +6,7 @@ import jwt
 import pytest
 
 from deploy.runtime.auth import BUYER, SERVICE, InvalidToken, TokenIssuer, TokenVerifier
-from deploy.stack.keys import Keys
+from deploy.ops.stack.keys import Keys
 
 
 def test_a_rotation_keeps_old_tokens_valid_and_verifiers_learn_the_new_key(tmp_path):

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from deploy.stack import process
+from deploy.ops.stack import process
 
 
 def test_a_live_recorded_process_is_found_and_stopped(tmp_path):

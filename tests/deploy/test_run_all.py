@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from deploy.stack import process
+from deploy.ops.stack import process
 from tests.support.stack import free_port, fresh_mariadb_database, fresh_pg_database
 
 pytestmark = pytest.mark.stack
@@ -24,7 +24,7 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
                    TICKETFLOW_BRIDGE_LINK_PORT=str(free_port()), TICKETFLOW_BRIDGE_PORT=str(free_port()),
                    TICKETFLOW_PORTAL_PORT=str(free_port()), TICKETFLOW_PORTAL_PG_DSN=pg,
                    TICKETFLOW_AMQP_PREFIX=f"tf-runall-{os.getpid()}")
-        supervisor = subprocess.Popen([sys.executable, "-m", "deploy.cli", "run", "all"], env=env,
+        supervisor = subprocess.Popen([sys.executable, "-m", "deploy.ops.cli", "run", "all"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             lines = []
@@ -53,7 +53,7 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
             # ticketflow status: everything up, and every link drains to zero lag.
             deadline = time.monotonic() + 30
             while True:
-                status = subprocess.run([sys.executable, "-m", "deploy.cli", "status", "--json"], env=env,
+                status = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "status", "--json"], env=env,
                                         capture_output=True, text=True, timeout=30)
                 report = json.loads(status.stdout)
                 if status.returncode == 0 and set(report["lag"].values()) == {0}:
@@ -62,6 +62,17 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
                 time.sleep(0.2)
             assert set(report["daemons"]) == {"reservation", "billing", "bridge", "portal"}
             assert report["stuck"] == {"count": 0, "oldest_seconds": 0.0}  # the portal retries nothing
+
+            # ticketflow bench: every hop timed for every purchase, through the daemons' HTTP APIs.
+            bench = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "bench", "--duration", "1",
+                                    "--concurrency", "2", "--no-baseline", "--json-out", str(tmp_path / "bench.json")],
+                                   env=env, capture_output=True, text=True, timeout=120)
+            assert bench.returncode == 0, bench.stdout + bench.stderr
+            figures = json.loads((tmp_path / "bench.json").read_text())
+            purchases = figures["pay_latency_ms"]["n"]
+            assert purchases > 0 and figures["errors"] == {}, figures
+            for hop, timing in figures["propagation_ms"].items():
+                assert timing["n"] == purchases and 0 <= timing["p50"] <= timing["p99"], (hop, figures)
         finally:
             supervisor.send_signal(signal.SIGINT)  # what Ctrl-C sends
             supervisor.wait(30)

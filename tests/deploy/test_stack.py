@@ -35,7 +35,7 @@ def private_stack(tmp_path):
 
     def ticketflow(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "deploy.cli", "stack", *args], env=env, capture_output=True, text=True, timeout=180
+            [sys.executable, "-m", "deploy.ops.cli", "stack", *args], env=env, capture_output=True, text=True, timeout=180
         )
 
     yield ticketflow
@@ -126,7 +126,7 @@ def test_up_twice_status_down_up_keeps_data(private_stack):
 
 def test_a_bad_port_value_names_the_variable(tmp_path):
     env = dict(os.environ, TICKETFLOW_STACK_DIR=str(tmp_path), TICKETFLOW_STACK_PG_PORT="eighty")
-    result = subprocess.run([sys.executable, "-m", "deploy.cli", "stack", "status"], env=env,
+    result = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stack", "status"], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "TICKETFLOW_STACK_PG_PORT" in result.stderr
@@ -134,6 +134,31 @@ def test_a_bad_port_value_names_the_variable(tmp_path):
 
 def test_status_of_a_stack_never_started_is_down_without_side_effects(tmp_path):
     env = dict(os.environ, TICKETFLOW_STACK_DIR=str(tmp_path / "never"), **PORTS)
-    result = subprocess.run([sys.executable, "-m", "deploy.cli", "stack", "status"], env=env,
+    result = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stack", "status"], env=env,
                             capture_output=True, text=True)
     assert result.returncode == 3 and result.stdout.count("down") == 3
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited; this test process just has not reaped it
+
+
+async def test_a_private_server_is_its_own_and_leaves_nothing_behind(tmp_path):
+    from tests.support.stack import private_server, stack_env
+
+    root = tmp_path / "private"
+    async with private_server("postgres", root) as postgres:
+        assert postgres.dsn() != stack_env()["TICKETFLOW_PG_DSN"], "it is the shared stack's server"
+        conn = await asyncpg.connect(postgres.dsn())
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+        pid, data = postgres.pid(), postgres.data
+        assert pid is not None and data.is_dir()
+    assert not process_alive(pid), "the server still runs"
+    assert not data.exists() and not root.exists(), "its files are left behind"
+    with pytest.raises(OSError):
+        await asyncpg.connect(postgres.dsn(), timeout=2)

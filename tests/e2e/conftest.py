@@ -11,7 +11,7 @@ from tests.billing.conftest import Pipeline, Service
 from tests.support.api import ApiClient
 from tests.support.stack import free_port, fresh_mariadb_database, fresh_pg_database, stack_env
 
-pytestmark = [pytest.mark.stack, pytest.mark.slow]
+# Marks by directory: tests/conftest.py (a conftest's pytestmark has no effect).
 
 
 class FullPipeline(Pipeline):

@@ -11,9 +11,11 @@ import time
 from collections import Counter
 
 import aiohttp
+import pytest
 
-from deploy.stack.topology import local
+from tests.e2e.conftest import FullPipeline
 from tests.helpers import wait_until
+from tests.support.stack import fresh_mariadb_database, fresh_pg_database, private_server_fixture
 
 PURCHASES = 500
 
@@ -37,7 +39,24 @@ async def patient(call, what: str, done=settled, timeout: float = 120):
         await asyncio.sleep(0.1)
 
 
-async def test_500_purchases_survive_every_daemon_killed_and_rabbitmq_restarted(full):
+private_rabbitmq = private_server_fixture("rabbitmq")  # the test restarts it
+
+
+@pytest.fixture
+async def full(private_rabbitmq, tmp_path):
+    """conftest's ``full`` pipeline on a private RabbitMQ (the test restarts it) and the shared databases."""
+    async with fresh_pg_database("tf_e2e_res") as pg, fresh_mariadb_database("tf_e2e_bill") as maria, \
+            fresh_pg_database("tf_e2e_bridge") as bridge, fresh_pg_database("tf_e2e_portal") as portal, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        p = FullPipeline(pg, maria, bridge, tmp_path, session, portal_dsn=portal)
+        p.amqp_url = private_rabbitmq.url()
+        try:
+            yield p
+        finally:
+            p.stop()
+
+
+async def test_500_purchases_survive_every_daemon_killed_and_rabbitmq_restarted(full, private_rabbitmq):
     await full.start_all(TICKETFLOW_PAY_RESUME_AFTER_SECONDS="1")
     reservation, billing = full["reservation"], full["billing"]
     event = (await reservation.api.post("/api/events", {
@@ -70,13 +89,12 @@ async def test_500_purchases_survive_every_daemon_killed_and_rabbitmq_restarted(
 
     buying = asyncio.gather(*(limited(i, s) for i, s in enumerate(seats[:PURCHASES])))
     # Chaos at points chosen by progress, not by the clock.
-    rabbitmq = local().server("rabbitmq")
     for step, victim in enumerate(["reservation", "billing", "bridge", "portal", "rabbitmq"]):
         target = (step + 1) * PURCHASES // 6
         await wait_until(lambda: len(completed) >= target, 120, f"{target} purchases before killing {victim}")
         if victim == "rabbitmq":
-            await asyncio.to_thread(rabbitmq.stop)
-            await asyncio.to_thread(rabbitmq.up)
+            await asyncio.to_thread(private_rabbitmq.stop)
+            await asyncio.to_thread(private_rabbitmq.up)
         else:
             full[victim].process.kill()
             await full[victim].process.start_ready(30)

@@ -8,7 +8,7 @@ import json
 
 import aio_pika
 
-from deploy.status import render_stuck, stuck_messages
+from deploy.ops.status import render_stuck, stuck_messages
 from tests.e2e.test_pipeline import buy, notifications
 from tests.helpers import wait_until
 from tests.support.fault_proxy import FaultProxy

@@ -3,25 +3,18 @@
 from structlog.testing import capture_logs
 
 from portal_consumer.stuck import StuckMessages
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 def test_a_stuck_message_is_logged_when_it_starts_then_periodically_then_when_it_goes_through():
-    clock = Clock()
+    clock = FakeClock(1000.0)
     stuck = StuckMessages(log_every=60.0, clock=clock, wall=lambda: 1_800_000_000.0)
     with capture_logs() as logs:
         for _ in range(50):  # fifty attempts within the first minute
             stuck.failed("m-1", "order-1", "payment.succeeded", "reservation confirm answered 400")
-            clock.now += 1.0
+            clock.advance(1.0)
         assert [e["event"] for e in logs] == ["message_stuck"]
-        clock.now += 10.0
+        clock.advance(10.0)
         stuck.failed("m-1", "order-1", "payment.succeeded", "reservation confirm answered 429")
         assert [e["event"] for e in logs] == ["message_stuck", "message_still_stuck"]
         assert logs[-1]["attempts"] == 51 and logs[-1]["age_seconds"] == 60.0

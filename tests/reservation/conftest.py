@@ -11,7 +11,7 @@ from tests.support.billing_stub import BillingStub
 from tests.support.daemons import DaemonProcess
 from tests.support.stack import free_port, fresh_pg_database
 
-pytestmark = pytest.mark.stack
+# Marks by directory: tests/conftest.py (a conftest's pytestmark has no effect).
 
 
 @dataclass

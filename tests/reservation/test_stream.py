@@ -68,7 +68,7 @@ async def test_10000_reservations_reach_a_receiver_killed_and_restarted_several_
     await wait_until(lambda: _advanced(receiver_db, 10_000 - 1, 1), 60, "all 10,000 events received")
     assert await check_receiver_history(cluster, receiver_db) == 10_000
     state = await cluster.sql("SELECT last_seq, acked_seq FROM stream_heads")
-    await wait_until(lambda: _acked(cluster, 10_000), 10, "the relay recording billing's final ack")
+    await wait_until(lambda: acked(cluster, 10_000), 10, "the relay recording billing's final ack")
     assert state[0]["last_seq"] == 10_000
 
 
@@ -76,7 +76,7 @@ async def _advanced(dsn: str, past: int, by: int) -> bool:
     return await received_position(dsn) >= past + by
 
 
-async def _acked(cluster, seq: int) -> bool:
+async def acked(cluster, seq: int) -> bool:
     rows = await cluster.sql("SELECT acked_seq FROM stream_heads")
     return rows[0]["acked_seq"] >= seq
 
@@ -88,7 +88,7 @@ async def test_reservations_succeed_while_billing_is_down_and_the_backlog_drains
         assert (await api.post("/api/reserve", {"seat_id": seat["id"], "user_id": "u"})).status == 201
     assert (await cluster.sql("SELECT acked_seq FROM stream_heads"))[0]["acked_seq"] == 0
     await cluster.start_receiver(receiver_db)
-    await wait_until(lambda: _acked(cluster, 10), 20, "the backlog of 10 draining once billing is back")
+    await wait_until(lambda: acked(cluster, 10), 20, "the backlog of 10 draining once billing is back")
     assert await check_receiver_history(cluster, receiver_db) == 10
 
 
@@ -108,12 +108,12 @@ async def test_one_relay_across_replicas_and_a_standby_takes_over_when_the_holde
     seat_ids = [s["id"] for s in await seats_of(standby.api, event["id"])]
     for seat in seat_ids[:5]:
         assert (await holder.api.post("/api/reserve", {"seat_id": seat, "user_id": "u"})).status == 201
-    await wait_until(lambda: _acked(cluster, 5), 10, "the first relay delivering")
+    await wait_until(lambda: acked(cluster, 5), 10, "the first relay delivering")
     holder.process.kill()
     await wait_until(lambda: _standby_active(standby), 15, "the standby taking over the relay")
     for seat in seat_ids[5:]:
         assert (await standby.api.post("/api/reserve", {"seat_id": seat, "user_id": "u"})).status == 201
-    await wait_until(lambda: _acked(cluster, 10), 15, "the new relay delivering")
+    await wait_until(lambda: acked(cluster, 10), 15, "the new relay delivering")
     assert await check_receiver_history(cluster, receiver_db) == 10
 
 
@@ -185,8 +185,8 @@ async def test_listen_notify_wakes_the_relay_long_before_its_poll_interval(clust
     event = await create_event(api)
     seats = [s["id"] for s in await seats_of(api, event["id"])]
     assert (await api.post("/api/reserve", {"seat_id": seats[0], "user_id": "u"})).status == 201
-    await wait_until(lambda: _acked(cluster, 1), 30, "the link coming up and the first event delivered")
+    await wait_until(lambda: acked(cluster, 1), 30, "the link coming up and the first event delivered")
     started = time.monotonic()
     assert (await api.post("/api/reserve", {"seat_id": seats[1], "user_id": "u"})).status == 201
-    await wait_until(lambda: _acked(cluster, 2), 5, "the second event delivered without waiting for a poll")
+    await wait_until(lambda: acked(cluster, 2), 5, "the second event delivered without waiting for a poll")
     print(f"commit -> billing ack in {(time.monotonic() - started) * 1000:.0f} ms")

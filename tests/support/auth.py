@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from deploy.runtime.auth import SERVICE, TokenIssuer
-from deploy.stack.keys import Keys
+from deploy.ops.stack.keys import Keys
 
 
 @lru_cache(maxsize=1)

@@ -1,16 +1,23 @@
-"""The project's stack as the tests see it: connection settings and per-test databases."""
+"""The project's stack as the tests see it: connection settings, per-test databases, private servers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
+import pytest
 
-from deploy.stack.topology import local
+from deploy.ops.stack.server import Server
+from deploy.ops.stack.settings import StackSettings
+from deploy.ops.stack.topology import local
+from deploy.runtime.config import load
 
 
 def stack_env() -> dict[str, str]:
@@ -40,6 +47,58 @@ def free_port() -> int:
         _handed_out.add(port)
         return port
     raise RuntimeError("no free port between 20000 and 32000")
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free ports (rabbitmqctl wants a range), handed out like free_port."""
+    for _ in range(1000):
+        first = random.randint(20000, 32000 - count)
+        block = range(first, first + count)
+        if _handed_out.intersection(block):
+            continue
+        try:
+            for port in block:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.update(block)
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports between 20000 and 32000")
+
+
+@contextlib.asynccontextmanager
+async def private_server(kind: str, root: Path) -> AsyncIterator[Server]:
+    """One server of ``kind`` (postgres, mariadb, rabbitmq) of the test's own, up and answering.
+
+    For tests that stop or restart a server: the shared stack's servers serve every
+    other test at the same time and are never disturbed. It has its own directory
+    (``root``) and ports, the stack's usual user, password and database, and is
+    stopped and its data removed afterwards. ``server.up()`` / ``server.stop()``
+    restart it; ``server.env()`` (or ``dsn()``, ``url()``) says how to reach it.
+    """
+    env = {"TICKETFLOW_STACK_DIR": str(root)}
+    if kind == "postgres":
+        env["TICKETFLOW_STACK_PG_PORT"] = str(free_port())
+    elif kind == "mariadb":
+        env["TICKETFLOW_STACK_MARIADB_PORT"] = str(free_port())
+    elif kind == "rabbitmq":
+        env.update(TICKETFLOW_STACK_AMQP_PORT=str(free_port()), TICKETFLOW_STACK_AMQP_DIST_PORT=str(free_port()),
+                   TICKETFLOW_STACK_EPMD_PORT=str(free_port()),
+                   TICKETFLOW_STACK_CTL_PORT_MIN=str(free_port_block(10)))
+    else:
+        raise ValueError(f"no server kind {kind!r}")
+    server = local(load(StackSettings, env)).server(kind)
+    try:
+        await asyncio.to_thread(server.up)
+        yield server
+    finally:
+        await asyncio.to_thread(server.stop)
+        # A service user that cannot traverse ``root`` keeps the data under /var/lib/ticketflow
+        # (Server.private_dir), linked from ``root``: remove it there too.
+        for link in root.glob("*/private"):
+            shutil.rmtree(link.resolve().parent, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def pg_dsn(database: str) -> str:
@@ -92,3 +151,14 @@ async def fresh_mariadb_database(prefix: str = "tf_test") -> AsyncIterator[str]:
         yield server.dsn(name)  # type: ignore[attr-defined]
     finally:
         await admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def private_server_fixture(kind: str):
+    """A fixture giving the test a ``private_server(kind)``: ``private_postgres = private_server_fixture("postgres")``."""
+
+    @pytest.fixture
+    async def server(tmp_path):
+        async with private_server(kind, tmp_path / f"private-{kind}") as started:
+            yield started
+
+    return server

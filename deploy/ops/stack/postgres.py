@@ -9,7 +9,7 @@ from pathlib import Path
 
 import asyncpg
 
-from deploy.stack.server import Server, StackError, ensure_system_user
+from deploy.ops.stack.server import Server, StackError, ensure_system_user
 
 MIN_VERSION = 15
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiomysql
 
-from deploy.stack.server import Server, ensure_system_user, which
+from deploy.ops.stack.server import Server, ensure_system_user, which
 
 
 class MariaDB(Server):

@@ -3,11 +3,13 @@
 Each buyer loops for the duration: hold a seat, wait for its order in
 billing, pay. Client-side latencies are measured per request. Hop latencies
 come from the timestamps the stores record at commit time (one machine, one
-clock) and from a bench-owned queue bound to the events exchange:
+clock), read through the daemons' HTTP APIs like any client, and from a
+bench-owned queue bound to the events exchange:
 
-- reservation commit -> order in billing: ``orders.created_at - reservations.created_at``
-- payment commit -> message in RabbitMQ: arrival at the bench queue - ``payment_attempts.finished_at``
-- payment commit -> sale finalized: ``portal_processed.processed_at - payment_attempts.finished_at``
+- reservation commit -> order in billing: the order's ``created_at`` - the hold's ``created_at``
+- payment commit -> message in RabbitMQ: arrival at the bench queue - the order's ``paid_at``
+- payment commit -> sale finalized: the portal's ``purchase_confirmed`` notification's ``created_at``
+  (written in the transaction that finalizes the sale) - the order's ``paid_at``
 
 A baseline from the same run on the same machine is printed beside them
 (``pgbench`` doing ``SELECT 1`` at the same concurrency), because shared
@@ -24,7 +26,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -32,13 +33,11 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
-import aiomysql
-import asyncpg
 
+from deploy.ops.daemons import DAEMONS
+from deploy.ops.stack.settings import stack_settings
+from deploy.ops.supervisor import daemon_env, operator_token
 from deploy.runtime.amqp import Names
-from deploy.runtime.mysql import MariaDsn
-from deploy.stack.settings import stack_settings
-from deploy.supervisor import DAEMONS, daemon_env, daemon_port, operator_token
 
 
 @dataclass
@@ -47,6 +46,19 @@ class Samples:
     pay_ms: list[float] = field(default_factory=list)
     orders: list[str] = field(default_factory=list)
     errors: dict[str, int] = field(default_factory=dict)
+    # commit times the daemons report (epoch seconds), by order id
+    held: dict[str, float] = field(default_factory=dict)
+    ordered: dict[str, float] = field(default_factory=dict)
+    paid: dict[str, float] = field(default_factory=dict)
+    buyer: dict[str, str] = field(default_factory=dict)
+
+
+def epoch(rfc3339: str | None) -> float | None:
+    """An RFC 3339 time from an API answer as epoch seconds (None stays None)."""
+    if rfc3339 is None:
+        return None
+    parsed = datetime.fromisoformat(rfc3339)
+    return parsed.replace(tzinfo=parsed.tzinfo or timezone.utc).timestamp()
 
 
 def percentiles(values: list[float]) -> dict[str, float | None]:
@@ -63,33 +75,41 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 async def _buyer(session: aiohttp.ClientSession, urls: dict[str, str], seats: asyncio.Queue, until: float,
                  samples: Samples, tag: str) -> None:
     r, b = urls["reservation"], urls["billing"]
+    bought = 0
     while time.monotonic() < until and not seats.empty():
         seat = seats.get_nowait()
+        # One simulated user per purchase: the portal's notifications are then looked up per order.
+        user = f"bench-{tag}-{bought}"
         try:
             started = time.perf_counter()
-            async with session.post(f"{r}/api/reserve", json={"seat_id": seat, "user_id": f"bench-{tag}"}) as resp:
+            async with session.post(f"{r}/api/reserve", json={"seat_id": seat, "user_id": user}) as resp:
                 body = await resp.json()
             if resp.status != 201:
                 samples.errors[f"reserve {resp.status}"] = samples.errors.get(f"reserve {resp.status}", 0) + 1
                 continue
             samples.reserve_ms.append((time.perf_counter() - started) * 1000)
             order_id = body["id"]
+            samples.held[order_id] = epoch(body["created_at"])
             pause = 0.002
             while True:  # the order arrives over the reservation -> billing link
                 async with session.get(f"{b}/api/orders/{order_id}") as resp:
                     if resp.status == 200:
+                        samples.ordered[order_id] = epoch((await resp.json()).get("created_at"))
                         break
                 # Back off: tight polling by many buyers would load billing more than the work measured.
                 await asyncio.sleep(pause)
                 pause = min(0.05, pause * 2)
             started = time.perf_counter()
             async with session.post(f"{b}/api/orders/{order_id}/pay", headers={"Idempotency-Key": order_id}) as resp:
-                await resp.read()
+                paid = await resp.json()
             if resp.status != 200:
                 samples.errors[f"pay {resp.status}"] = samples.errors.get(f"pay {resp.status}", 0) + 1
                 continue
             samples.pay_ms.append((time.perf_counter() - started) * 1000)
             samples.orders.append(order_id)
+            samples.paid[order_id] = epoch(paid.get("paid_at"))
+            samples.buyer[order_id] = user
+            bought += 1
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             samples.errors[type(exc).__name__] = samples.errors.get(type(exc).__name__, 0) + 1
 
@@ -130,14 +150,37 @@ def _baseline(env: dict[str, str], concurrency: int, seconds: int) -> dict[str, 
             "latency_avg_ms": float(latency.group(1)) if latency else None}
 
 
-def _ms(later: datetime | float, earlier: datetime) -> float:
-    later_s = later if isinstance(later, float) else later.replace(tzinfo=later.tzinfo or timezone.utc).timestamp()
-    return (later_s - earlier.replace(tzinfo=earlier.tzinfo or timezone.utc).timestamp()) * 1000
+def _hop(later: dict[str, float | None], earlier: dict[str, float | None], orders: list[str]) -> dict[str, Any]:
+    """Percentiles of ``later - earlier`` in ms over the orders that have both times."""
+    return percentiles([(later[o] - earlier[o]) * 1000 for o in orders  # type: ignore[operator]
+                        if later.get(o) is not None and earlier.get(o) is not None])
+
+
+async def _finalized(session: aiohttp.ClientSession, portal: str, samples: Samples, arrivals: dict[str, float],
+                     deadline: float) -> dict[str, float | None]:
+    """When the portal finalized each paid order (its ``purchase_confirmed`` notification), waiting until
+    every sale crossed RabbitMQ and the portal, or ``deadline``."""
+    finalized: dict[str, float | None] = {}
+    pending = list(samples.orders)
+    while (pending or len(arrivals) < len(samples.orders)) and time.monotonic() < deadline:
+        async def look(order_id: str) -> None:
+            async with session.get(f"{portal}/api/notifications",
+                                   params={"user_id": samples.buyer[order_id]}) as resp:
+                notes = (await resp.json()).get("notifications", []) if resp.status == 200 else []
+            for note in notes:
+                if note["order_id"] == order_id and note["kind"] == "purchase_confirmed":
+                    finalized[order_id] = epoch(note["created_at"])
+
+        for start in range(0, len(pending), 32):
+            await asyncio.gather(*(look(o) for o in pending[start:start + 32]))
+        pending = [o for o in pending if o not in finalized]
+        await asyncio.sleep(0.2)
+    return finalized
 
 
 async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, Any]:
     env = daemon_env(stack_settings())
-    urls = {spec.name: f"http://127.0.0.1:{daemon_port(spec, env)}" for spec in DAEMONS}
+    urls = {spec.name: spec.url(env) for spec in DAEMONS}
     # The bench is an operator tool: it calls as the stack's `operator` service (holds for simulated buyers).
     credential = {"Authorization": f"Bearer {operator_token(env)}"}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=credential,
@@ -177,45 +220,19 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
         samples = Samples()
         started = time.monotonic()
         until = started + duration
-        await asyncio.gather(*(_buyer(session, urls, seats, until, samples, str(i)) for i in range(concurrency)))
+        run_id = os.urandom(3).hex()  # simulated users of this run only
+        await asyncio.gather(*(_buyer(session, urls, seats, until, samples, f"{run_id}-{i}")
+                               for i in range(concurrency)))
         elapsed = time.monotonic() - started
 
-    # Let the last sales cross every hop before reading the timestamps.
-    portal = await asyncpg.connect(env["TICKETFLOW_PORTAL_PG_DSN"])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        done = await portal.fetchval("SELECT count(*) FROM portal_processed WHERE order_id = ANY($1::text[])",
-                                     samples.orders)
-        if done >= len(samples.orders) and len(arrivals) >= len(samples.orders):
-            break
-        await asyncio.sleep(0.2)
-    finalized = {r["order_id"]: r["processed_at"] for r in await portal.fetch(
-        "SELECT order_id, processed_at FROM portal_processed WHERE order_id = ANY($1::text[])", samples.orders)}
-    await portal.close()
+        # Let the last sales cross every hop, then read when the portal finalized each.
+        finalized = await _finalized(session, urls["portal"], samples, arrivals, time.monotonic() + 60)
     watcher.cancel()
 
-    pg = await asyncpg.connect(env["TICKETFLOW_PG_DSN"])
-    reserved = {str(r["id"]): r["created_at"] for r in await pg.fetch(
-        "SELECT id, created_at FROM reservations WHERE event_id = $1", uuid.UUID(event["id"]))}
-    await pg.close()
-    dsn = MariaDsn.parse(env["TICKETFLOW_MARIADB_DSN"])
-    maria = await aiomysql.connect(host=dsn.hosts[0][0], port=dsn.hosts[0][1], user=dsn.user,
-                                   password=dsn.password, db=dsn.database)
-    async with maria.cursor(aiomysql.DictCursor) as cur:
-        marks = ",".join(["%s"] * len(samples.orders)) or "NULL"
-        await cur.execute(f"SELECT o.id, o.created_at, a.finished_at FROM orders o JOIN payment_attempts a"
-                          f" ON a.order_id = o.id AND a.status = 'succeeded' WHERE o.id IN ({marks})",
-                          samples.orders)
-        billed = {r["id"]: r for r in await cur.fetchall()}
-    maria.close()
-
     hops = {
-        "reservation commit -> order in billing": percentiles(
-            [_ms(billed[o]["created_at"], reserved[o]) for o in samples.orders if o in billed and o in reserved]),
-        "payment commit -> message in RabbitMQ": percentiles(
-            [_ms(arrivals[o], billed[o]["finished_at"]) for o in samples.orders if o in arrivals and o in billed]),
-        "payment commit -> sale finalized": percentiles(
-            [_ms(finalized[o], billed[o]["finished_at"]) for o in samples.orders if o in finalized and o in billed]),
+        "reservation commit -> order in billing": _hop(samples.ordered, samples.held, samples.orders),
+        "payment commit -> message in RabbitMQ": _hop(arrivals, samples.paid, samples.orders),
+        "payment commit -> sale finalized": _hop(finalized, samples.paid, samples.orders),
     }
     report = {
         "duration_s": round(elapsed, 2), "concurrency": concurrency,

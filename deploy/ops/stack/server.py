@@ -12,8 +12,8 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from deploy.stack import process
-from deploy.stack.settings import StackSettings
+from deploy.ops.stack import process
+from deploy.ops.stack.settings import StackSettings
 
 START_TIMEOUT = 120.0
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import aio_pika
 
-from deploy.stack import process
-from deploy.stack.server import Server, StackError, which
+from deploy.ops.stack import process
+from deploy.ops.stack.server import Server, StackError, which
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 

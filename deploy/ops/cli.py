@@ -23,10 +23,13 @@ import logging
 import sys
 import time
 
+import structlog
+
+from deploy.ops.daemons import BY_NAME, LINKS
 from deploy.runtime.config import ConfigError, describe
-from deploy.stack.server import StackError
-from deploy.stack.settings import StackSettings, stack_settings
-from deploy.stack.topology import TOPOLOGIES
+from deploy.ops.stack.server import StackError
+from deploy.ops.stack.settings import StackSettings, stack_settings
+from deploy.ops.stack.topology import TOPOLOGIES
 
 
 def _settings_epilog(cls: type) -> str:
@@ -62,45 +65,35 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
-DAEMONS = {
-    "reservation": ("reservation_daemon.__main__", "reservation_daemon.config"),
-    "billing": ("billing_daemon.__main__", "billing_daemon.config"),
-    "bridge": ("bridge_daemon.__main__", "bridge_daemon.config"),
-    "portal": ("portal_consumer.__main__", "portal_consumer.config"),
-}
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.daemon == "all":
-        from deploy.supervisor import run_all
+        from deploy.ops.supervisor import run_all
 
         return run_all()
-    import importlib
-
-    importlib.import_module(DAEMONS[args.daemon][0]).run()
+    BY_NAME[args.daemon].run()
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from deploy.status import main as status_main
+    from deploy.ops.status import main as status_main
 
     return status_main(args.json, stack_settings())
 
 
 def _link(args: argparse.Namespace) -> int:
-    from deploy.linkctl import main as link_main
+    from deploy.ops.linkctl import main as link_main
 
     return link_main(args.link, args.to, args.confirm, stack_settings())
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from deploy.bench import main as bench_main
+    from deploy.ops.bench import main as bench_main
 
     return bench_main(args.duration, args.concurrency, not args.no_baseline, args.json_out)
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from deploy.supervisor import stop_all
+    from deploy.ops.supervisor import stop_all
 
     for name, stopped in stop_all(stack_settings()).items():
         print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
@@ -118,7 +111,6 @@ def _migrate(args: argparse.Namespace) -> int:
     from deploy.runtime.config import load
     from deploy.runtime.mysql import MariaDB
     from deploy.runtime.pg import Database
-    from billing_daemon.config import Settings as BillingSettings
     from reservation_daemon.config import Settings as ReservationSettings
     from reservation_daemon.store import ReservationStore
 
@@ -174,7 +166,7 @@ def _users(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from deploy.stack.keys import Keys
+    from deploy.ops.stack.keys import Keys
 
     keys = Keys(stack_settings().root)
     if args.action == "rotate":
@@ -223,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         + _settings_epilog(BillingSettings),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("daemon", choices=["all", *sorted(DAEMONS)],
+    run.add_argument("daemon", choices=["all", *sorted(BY_NAME)],
                      help="all: start every daemon in the background (logs in .stack/logs/), create a demo "
                      "event, print a walkthrough, stop them on Ctrl-C")
     run.set_defaults(func=_run)
@@ -249,8 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
         "needs. Without --confirm it only prints what it would do. It refuses any other position, a link "
         "without that condition, and a receiver whose position changed meanwhile.")
     link.add_argument("action", choices=["advance"])
-    from deploy.linkctl import LINKS
-
     link.add_argument("--link", required=True, choices=sorted(LINKS), help="which link")
     link.add_argument("--to", required=True, type=int, metavar="SEQ",
                       help="the new receiver position: exactly the 'advance_to' the sender reports")
@@ -301,8 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Probes expect "connection refused" while servers start; the clients' own logs of it are noise.
+    # Probes expect "connection refused" while servers start; the clients' own logs of it are noise,
+    # and so are the shared plumbing's warnings when status reads a store whose server is down
+    # (a daemon run in the foreground configures its own logging).
     logging.basicConfig(level=logging.CRITICAL)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     try:
         return args.func(args)
     except ConfigError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deploy.runtime.config import load, port, setting
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+CHECKOUT = Path(__file__).resolve().parents[3]  # deploy/ops/stack/settings.py -> the checkout
 
 
 def _path(raw: str) -> Path:

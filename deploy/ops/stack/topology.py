@@ -11,13 +11,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from deploy.stack import packages
-from deploy.stack.keys import Keys
-from deploy.stack.mariadb import MariaDB
-from deploy.stack.postgres import Postgres
-from deploy.stack.rabbitmq import RabbitMQ
-from deploy.stack.server import Server
-from deploy.stack.settings import StackSettings, stack_settings
+from deploy.ops.stack import packages
+from deploy.ops.stack.keys import Keys
+from deploy.ops.stack.mariadb import MariaDB
+from deploy.ops.stack.postgres import Postgres
+from deploy.ops.stack.rabbitmq import RabbitMQ
+from deploy.ops.stack.server import Server
+from deploy.ops.stack.settings import StackSettings, stack_settings
 
 
 @dataclass

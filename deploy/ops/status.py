@@ -11,18 +11,15 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
+from deploy.ops.daemons import BY_NAME, DAEMONS, SENDS
+from deploy.ops.stack import process
+from deploy.ops.stack.settings import StackSettings
+from deploy.ops.stack.topology import local
+from deploy.ops.supervisor import daemon_dirs, daemon_env
 from deploy.runtime.amqp import Names
-from deploy.stack import process
-from deploy.stack.settings import StackSettings
-from deploy.stack.topology import local
-from deploy.supervisor import DAEMONS, daemon_dirs, daemon_env, daemon_port
-
-
-# Which link each daemon sends on, by the name ``ticketflow link`` uses.
-SENDS = {"reservation": ("reservation-billing", "reservation -> billing"),
-         "billing": ("billing-bridge", "billing -> bridge")}
 
 
 def probe(url: str) -> tuple[str, dict[str, Any]]:
@@ -54,35 +51,37 @@ def describe_problem(link: str, problem: dict[str, Any]) -> str:
     return f"{problem.get('error')}: {problem}"
 
 
+async def _stream_lag(db: Any, store: Callable[[Any], Any]) -> int | str:
+    """``last_seq - acked_seq`` from the producing daemon's own ``store.stream_state()``, or why not known."""
+    try:
+        await db.start()
+        return (await asyncio.wait_for(store(db).stream_state(), 5))["lag"]
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"
+    finally:
+        await db.close()
+
+
 async def _lags(env: dict[str, str]) -> dict[str, Any]:
     import aio_pika
-    import asyncpg
 
-    from deploy.runtime.mysql import MariaDsn, fetchone
+    from billing_daemon.config import Settings as BillingSettings
+    from billing_daemon.store import BillingStore
+    from deploy.runtime.config import load
+    from deploy.runtime.mysql import MariaDB
+    from deploy.runtime.pg import Database
+    from reservation_daemon.config import Settings as ReservationSettings
+    from reservation_daemon.store import ReservationStore
 
-    lags: dict[str, Any] = {}
-    try:
-        conn = await asyncpg.connect(env["TICKETFLOW_PG_DSN"], timeout=3)
-        try:
-            row = await conn.fetchrow("SELECT last_seq, acked_seq FROM stream_heads WHERE stream = 'reservations'")
-            lags["reservation -> billing"] = row["last_seq"] - row["acked_seq"] if row else "no stream yet"
-        finally:
-            await conn.close()
-    except Exception as exc:
-        lags["reservation -> billing"] = f"unknown ({type(exc).__name__})"
-    try:
-        import aiomysql
-
-        dsn = MariaDsn.parse(env["TICKETFLOW_MARIADB_DSN"])
-        conn = await aiomysql.connect(host=dsn.hosts[0][0], port=dsn.hosts[0][1], user=dsn.user,
-                                      password=dsn.password, db=dsn.database, connect_timeout=3)
-        try:
-            row = await fetchone(conn, "SELECT last_seq, acked_seq FROM stream_heads WHERE stream = 'payments'")
-            lags["billing -> bridge"] = row["last_seq"] - row["acked_seq"] if row else "no stream yet"
-        finally:
-            conn.close()
-    except Exception as exc:
-        lags["billing -> bridge"] = f"unknown ({type(exc).__name__})"
+    # Each producer's lag through its own store; short timeouts and one connection, so that
+    # status answers at once while a server is down.
+    limits = {"max_size": 1, "connect_timeout": 3, "command_timeout": 3}
+    lags: dict[str, Any] = {
+        SENDS["reservation"].title: await _stream_lag(
+            Database(load(ReservationSettings, env).pg_dsn, **limits), ReservationStore),
+        SENDS["billing"].title: await _stream_lag(
+            MariaDB(load(BillingSettings, env).mariadb_dsn, **limits), BillingStore),
+    }
     try:
         connection = await aio_pika.connect(env["TICKETFLOW_AMQP_URL"], timeout=3)
         try:
@@ -137,13 +136,12 @@ def collect(settings: StackSettings) -> dict[str, Any]:
     problems = {}
     for spec in DAEMONS:
         pid = process.running_pid(pids / f"{spec.name}.pid")
-        state, checks = probe(f"http://127.0.0.1:{daemon_port(spec, env)}/ready")
+        state, checks = probe(spec.url(env) + "/ready")
         daemons[spec.name] = {"state": state, "pid": pid}
         if spec.name in SENDS and isinstance(checks.get("link"), dict):
-            problems[SENDS[spec.name][0]] = checks["link"]
-    portal = next(spec for spec in DAEMONS if spec.name == "portal")
+            problems[SENDS[spec.name].name] = checks["link"]
     return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env)),
-            "link_problems": problems, "stuck": stuck_messages(f"http://127.0.0.1:{daemon_port(portal, env)}")}
+            "link_problems": problems, "stuck": stuck_messages(BY_NAME["portal"].url(env))}
 
 
 def render(report: dict[str, Any]) -> str:
@@ -158,7 +156,7 @@ def render(report: dict[str, Any]) -> str:
     problems = report.get("link_problems", {})
     if problems:
         lines.append("link problems (the sender's /ready is false until resolved):")
-        titles = dict(SENDS.values())
+        titles = {link.name: link.title for link in SENDS.values()}
         lines += [f"  {titles.get(link, link):<26} {describe_problem(link, p)}" for link, p in problems.items()]
     return "\n".join(lines)
 

@@ -14,38 +14,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.stack import process
-from deploy.stack.keys import Keys
-from deploy.stack.settings import StackSettings, stack_settings
-from deploy.stack.topology import local
-
-
-@dataclass(frozen=True)
-class DaemonSpec:
-    name: str
-    module: str
-    http_port_env: str
-    default_port: int
-
-
-DAEMONS = [
-    DaemonSpec("reservation", "reservation_daemon", "TICKETFLOW_RESERVATION_PORT", 8083),
-    DaemonSpec("billing", "billing_daemon", "TICKETFLOW_BILLING_PORT", 8084),
-    DaemonSpec("bridge", "bridge_daemon", "TICKETFLOW_BRIDGE_PORT", 8085),
-    DaemonSpec("portal", "portal_consumer", "TICKETFLOW_PORTAL_PORT", 8086),
-]
+from deploy.ops.daemons import DAEMONS
+from deploy.ops.stack import process
+from deploy.ops.stack.keys import Keys
+from deploy.ops.stack.settings import StackSettings, stack_settings
+from deploy.ops.stack.topology import local
 
 
 def daemon_dirs(settings: StackSettings) -> tuple[Path, Path]:
     """Where `run all` keeps pid files and logs."""
     return settings.root / "daemons", settings.root / "logs"
-
-
-def daemon_port(spec: DaemonSpec, env: dict[str, str]) -> int:
-    return int(env.get(spec.http_port_env, spec.default_port))
 
 
 def _http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -77,7 +57,7 @@ def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None
 def daemon_env(settings: StackSettings) -> dict[str, str]:
     """The stack's URLs, then the operator's own settings, then what follows from them."""
     env = {**local(settings).env(), **os.environ}
-    ports = {spec.name: daemon_port(spec, env) for spec in DAEMONS}
+    ports = {spec.name: spec.port(env) for spec in DAEMONS}
     env.setdefault("TICKETFLOW_PORTAL_PG_DSN", env["TICKETFLOW_PG_DSN"])
     # The mock gateway remembers its charges across billing restarts, so the resolver can ask it.
     env.setdefault("TICKETFLOW_MOCK_GATEWAY_LEDGER", str(settings.root / "mock-gateway.jsonl"))
@@ -110,7 +90,7 @@ def start_all(settings: StackSettings) -> dict[str, str]:
     keys.ensure()  # `stack up` made them; a stack dir of its own (tests, a second checkout) gets them here
     for spec in DAEMONS:
         pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
-        url = f"http://127.0.0.1:{daemon_port(spec, env)}"
+        url = spec.url(env)
         if process.running_pid(pidfile) is None:
             process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=service_env(env, keys, spec.name))
             print(f"{spec.name:<12} starting (log: {log})")

@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-from deploy.status import probe
-from deploy.supervisor import DAEMONS, daemon_env, daemon_port
-from deploy.stack.settings import StackSettings
-
-
-@dataclass(frozen=True)
-class Link:
-    name: str
-    sender: str
-    receiver: str
-    stream: str
-
-
-LINKS = {link.name: link for link in (
-    Link("reservation-billing", "reservation", "billing", "reservations"),
-    Link("billing-bridge", "billing", "bridge", "payments"),
-)}
+from deploy.ops.daemons import BY_NAME, LINKS, Link
+from deploy.ops.stack.settings import StackSettings
+from deploy.ops.status import probe
+from deploy.ops.supervisor import daemon_env
 
 
 class Refused(Exception):
@@ -68,8 +54,7 @@ def _receiver_ops(link: Link, env: dict[str, str]) -> tuple[Callable[[], Awaitab
 
 
 async def advance(link: Link, to: int, confirm: bool, env: dict[str, str]) -> str:
-    sender_spec = next(spec for spec in DAEMONS if spec.name == link.sender)
-    url = f"http://127.0.0.1:{daemon_port(sender_spec, env)}/ready"
+    url = BY_NAME[link.sender].url(env) + "/ready"
     state, checks = probe(url)
     problem = checks.get("link")
     if state == "down":
