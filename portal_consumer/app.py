@@ -22,7 +22,7 @@ from portal_consumer.peers import Peers
 from portal_consumer.sales import SaleFinalizer
 from portal_consumer.sinks import LogSink, WebhookSink
 from portal_consumer.store import PortalStore
-from portal_consumer.stream import Consumer, Dispatcher
+from portal_consumer.streams import Consumer, Dispatcher
 
 log = structlog.get_logger("portal")
 
