@@ -1,62 +1,52 @@
-"""HTTP of the portal consumer: notifications and probes."""
+"""HTTP handlers of the portal consumer: notifications and the stuck-message listing.
+
+Handlers are module-level functions over one :class:`Deps` that the app puts in
+``request.app[DEPS]``; the contract is in openapi.py.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
 from deploy.runtime import validation as v
-from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access, principal
+from deploy.runtime.auth import principal
 from deploy.runtime.http import NotFound, json_response, service_routes
-from deploy.runtime.openapi import document, error, json_body, ref
+from portal_consumer.openapi import SPEC
 from portal_consumer.store import PortalStore
 from portal_consumer.stuck import StuckMessages
 
-NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "payload", "created_at"],
-        "properties": {"id": {"type": "string", "format": "uuid"}, "user_id": {"type": "string"},
-                       "kind": {"enum": ["purchase_confirmed", "sale_failed_refunded", "refund_issued",
-                                         "payment_declined"]},
-                       "order_id": {"type": ["string", "null"]}, "payload": {"type": "object"},
-                       "created_at": {"type": "string", "format": "date-time"},
-                       "delivered_at": {"type": ["string", "null"]}}}
-STUCK = {"type": "object", "required": ["message_id", "order_id", "type", "attempts", "age_seconds", "last_answer",
-                                       "stuck_since"],
-         "properties": {"message_id": {"type": "string"}, "order_id": {"type": ["string", "null"]},
-                        "type": {"type": ["string", "null"]}, "attempts": {"type": "integer", "minimum": 1},
-                        "age_seconds": {"type": "number", "minimum": 0}, "last_answer": {"type": "string"},
-                        "stuck_since": {"type": "string", "format": "date-time"}}}
-SPEC = document(
-    "TicketFlow portal consumer", "Notifications produced when sales are finalized, failed or refunded.",
-    {"/api/notifications": {"get": {
-        "summary": "Your notifications, newest first (a service may name any user_id)",
-        **access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
-        "parameters": [{"name": "user_id", "in": "query", "required": False, "schema": {"type": "string"},
-                        "description": "defaults to the caller; another user's id finds nothing"}],
-        "responses": {
-            "200": json_body({"type": "object", "required": ["notifications"],
-                              "properties": {"notifications": {"type": "array", "items": ref("Notification")}}},
-                             "newest first"),
-            "404": error("USER_NOT_FOUND: user_id names someone else"),
-            "422": error("VALIDATION_FAILED: user_id is not text a database can store"),
-            "503": error("DEPENDENCY_UNAVAILABLE: the database is unreachable; retry after Retry-After")}}},
-     "/api/stuck": {"get": {
-         "summary": "Messages being retried because a peer is down or answers unexpectedly (they stay in the "
-                    "queue, unacked; none is dead-lettered for it), oldest first",
-         **access(SERVICE),
-         "responses": {"200": json_body({"type": "object", "required": ["stuck"], "properties": {
-             "stuck": {"type": "array", "items": ref("StuckMessage")}}}, "the stuck messages")}}}},
-    {"Notification": NOTE, "StuckMessage": STUCK})
+__all__ = ["DEPS", "Deps", "SPEC", "routes"]
 
 
-def routes(store: PortalStore, ready, instance: str, stuck: StuckMessages) -> list[web.RouteDef]:
-    async def notifications(request: web.Request) -> web.Response:
-        caller = principal(request)
-        user_id = request.query.get("user_id") or caller.subject
-        if user_id != caller.subject and not caller.is_service:
-            raise NotFound("no such user", code="USER_NOT_FOUND")  # someone else's: as if no such user
-        return json_response({"notifications": await store.notifications(v.storable(user_id, "user_id"))})
+@dataclass(frozen=True)
+class Deps:
+    """What the handlers work with."""
 
-    async def stuck_messages(_: web.Request) -> web.Response:
-        return json_response({"stuck": stuck.listing()})
+    store: PortalStore
+    stuck: StuckMessages
 
+
+DEPS = web.AppKey("portal_deps", Deps)
+
+
+async def notifications(request: web.Request) -> web.Response:
+    caller = principal(request)
+    user_id = request.query.get("user_id") or caller.subject
+    if user_id != caller.subject and not caller.is_service:
+        raise NotFound("no such user", code="USER_NOT_FOUND")  # someone else's: as if no such user
+    store = request.app[DEPS].store
+    return json_response({"notifications": await store.notifications(v.storable(user_id, "user_id"))})
+
+
+async def stuck_messages(request: web.Request) -> web.Response:
+    return json_response({"stuck": request.app[DEPS].stuck.listing()})
+
+
+def routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance: str) -> list[web.RouteDef]:
+    """Every route; the handlers find their :class:`Deps` in ``request.app[DEPS]``."""
     return [*service_routes(ready, instance, SPEC), web.get("/api/notifications", notifications),
             web.get("/api/stuck", stuck_messages)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
-
-from pathlib import Path
 
 from deploy.runtime.aio import Background
 from deploy.runtime.auth import TokenVerifier, auth_middleware
@@ -22,7 +21,7 @@ from portal_consumer.peers import Peers
 from portal_consumer.sales import SaleFinalizer
 from portal_consumer.sinks import LogSink, WebhookSink
 from portal_consumer.store import PortalStore
-from portal_consumer.stream import Consumer, Dispatcher
+from portal_consumer.streams import Consumer, Dispatcher
 
 log = structlog.get_logger("portal")
 
@@ -56,8 +55,9 @@ class PortalConsumer:
     async def start(self) -> None:
         await self.db.start()
         await self.peers.start()
-        app = make_app(api.routes(self.store, self.ready, self.instance, self.consumer.stuck), middlewares=[self.schema.middleware],
+        app = make_app(api.routes(self.ready, self.instance), middlewares=[self.schema.middleware],
                        auth=auth_middleware(api.SPEC, self.verifier))
+        app[api.DEPS] = api.Deps(self.store, self.consumer.stuck)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)

@@ -1,5 +1,14 @@
 """What each payment event means for the sale: finalize, release, or refund a lost hold.
 
+Two halves:
+
+- :func:`decide` is the rule, and pure: given the event and the peers' answers so far,
+  the next step is either :class:`Ask` (call a peer) or :class:`Done` (the outcome and
+  the notifications to record). It raises :class:`Unprocessable` for an event that lacks
+  what it needs and :class:`UnexpectedAnswer` for a peer answer it cannot act on.
+- :class:`SaleFinalizer` does the I/O: the dedupe check, the peer calls :func:`decide`
+  asks for, and the record.
+
 Effects are exactly once over at-least-once delivery: the calls to the other
 daemons are idempotent (confirm, release and refund answer the same when
 repeated), and the portal's own effect — the notification — is committed
@@ -9,7 +18,9 @@ record and does nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
 
@@ -32,18 +43,98 @@ class UnexpectedAnswer(Exception):
     """
 
 
-def _answer(call: str, status: int, body: Any) -> UnexpectedAnswer:
+Call = Literal["confirm", "release", "refund"]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Call a peer: ``confirm`` (reservation_id), ``release`` (reservation_id, refund_id) or
+    ``refund`` (order_id, reason, idempotency key)."""
+
+    call: Call
+    args: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Done:
+    outcome: str
+    notifications: tuple[Notification, ...] = ()
+
+
+PeerAnswer = tuple[int, Any]  # (HTTP status, body)
+
+
+def _unexpected(call: str, status: int, body: Any) -> UnexpectedAnswer:
     code = body.get("error", {}).get("code") if isinstance(body, dict) and isinstance(body.get("error"), dict) else None
     return UnexpectedAnswer(f"{call} answered {status}" + (f" {code}" if isinstance(code, str) else ""))
 
 
-def _need(data: dict[str, Any], *fields: str) -> None:
+def _need(data: Mapping[str, Any], *fields: str) -> None:
     missing = [f for f in fields if not isinstance(data.get(f), str)]
     if missing:
         raise Unprocessable(f"data lacks {', '.join(missing)}")
 
 
+def decide(kind: str, data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
+    """The next step for a sale event of type ``kind``, given the peers' ``answers`` so far."""
+    if kind == "payment.succeeded":
+        return _finalize(data, answers)
+    if kind == "payment.refunded":
+        return _release(data, answers)
+    if kind == "payment.failed":
+        _need(data, "order_id", "user_id")
+        return Done("declined_noted", (Notification(data["user_id"], "payment_declined", data["order_id"], {
+            "order_id": data["order_id"], "reason": data.get("reason")}),))
+    return Done("ignored")
+
+
+def _finalize(data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
+    """Paid: the hold becomes a sale; if the hold is gone, the money goes back."""
+    _need(data, "order_id", "reservation_id", "user_id")
+    if "confirm" not in answers:
+        return Ask("confirm", (data["reservation_id"],))
+    status, body = answers["confirm"]
+    summary = {"order_id": data["order_id"], "reservation_id": data["reservation_id"],
+               "amount_minor": data.get("amount_minor"), "currency": data.get("currency"),
+               "seats": [s.get("label") for s in data.get("seats", [])],
+               "tickets": [t.get("id") for t in data.get("tickets", [])]}
+    if status == 200 and isinstance(body, dict) and body.get("status") == "confirmed":
+        return Done("sale_finalized", (Notification(data["user_id"], "purchase_confirmed", data["order_id"],
+                                                    summary),))
+    if status not in (404, 409):
+        raise _unexpected("reservation confirm", status, body)
+    # The hold behind this payment is gone (expired and perhaps re-held by someone
+    # else): the seats were never ours to sell. Give the money back.
+    if "refund" not in answers:
+        return Ask("refund", (data["order_id"], "hold_lost", f"portal-hold-lost-{data['order_id']}"))
+    refund_status, refund = answers["refund"]
+    if refund_status != 200:
+        raise _unexpected("billing refund", refund_status, refund)
+    return Done("refunded_hold_lost", (Notification(
+        data["user_id"], "sale_failed_refunded", data["order_id"],
+        {**summary, "reason": "the seat hold expired before the sale could be completed; the payment was refunded"}),))
+
+
+def _release(data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
+    """Refunded: the sold seats go back on sale."""
+    _need(data, "order_id", "reservation_id", "user_id")
+    if "release" not in answers:
+        return Ask("release", (data["reservation_id"], data.get("refund_id")))
+    status, body = answers["release"]
+    if status == 404:
+        return Done("nothing_to_release")
+    if status != 200:
+        raise _unexpected("reservation release", status, body)
+    if data.get("reason") == "hold_lost":
+        return Done("released_after_hold_lost")  # the buyer was told when the sale failed
+    return Done("seats_released", (Notification(data["user_id"], "refund_issued", data["order_id"], {
+        "order_id": data["order_id"], "amount_minor": data.get("amount_minor"),
+        "currency": data.get("currency"), "reason": data.get("reason")}),))
+
+
 class SaleFinalizer:
+    """The I/O around :func:`decide`: dedupe, peer calls, the record."""
+
     def __init__(self, store: PortalStore, peers: Peers) -> None:
         self.store = store
         self.peers = peers
@@ -56,54 +147,21 @@ class SaleFinalizer:
         """
         if await self.store.is_processed(event["id"]):
             return "duplicate"
-        data = event["data"]
-        kind = event["type"]
-        if kind == "payment.succeeded":
-            outcome, notes = await self._finalize(data)
-        elif kind == "payment.refunded":
-            outcome, notes = await self._release(data)
-        elif kind == "payment.failed":
-            _need(data, "order_id", "user_id")
-            outcome, notes = "declined_noted", [Notification(data["user_id"], "payment_declined", data["order_id"], {
-                "order_id": data["order_id"], "reason": data.get("reason")})]
-        else:
-            outcome, notes = "ignored", []
-        recorded = await self.store.record(event["id"], kind, data.get("order_id"), outcome, notes)
+        data, kind = event["data"], event["type"]
+        answers: dict[Call, PeerAnswer] = {}
+        while isinstance(step := decide(kind, data, answers), Ask):
+            answers[step.call] = await self._ask(step)
+        recorded = await self.store.record(event["id"], kind, data.get("order_id"), step.outcome,
+                                           list(step.notifications))
         if recorded:
             log.info("sale_event_processed", event_id=event["id"], type=kind, order_id=data.get("order_id"),
-                     outcome=outcome)
-        return outcome if recorded else "duplicate"
+                     outcome=step.outcome)
+        return step.outcome if recorded else "duplicate"
 
-    async def _finalize(self, data: dict[str, Any]) -> tuple[str, list[Notification]]:
-        _need(data, "order_id", "reservation_id", "user_id")
-        status, body = await self.peers.confirm(data["reservation_id"])
-        summary = {"order_id": data["order_id"], "reservation_id": data["reservation_id"],
-                   "amount_minor": data.get("amount_minor"), "currency": data.get("currency"),
-                   "seats": [s.get("label") for s in data.get("seats", [])],
-                   "tickets": [t.get("id") for t in data.get("tickets", [])]}
-        if status == 200 and body.get("status") == "confirmed":
-            return "sale_finalized", [Notification(data["user_id"], "purchase_confirmed", data["order_id"], summary)]
-        if status in (404, 409):
-            # The hold behind this payment is gone (expired and perhaps re-held by someone
-            # else): the seats were never ours to sell. Give the money back.
-            refund_status, refund = await self.peers.refund(data["order_id"], "hold_lost",
-                                                            key=f"portal-hold-lost-{data['order_id']}")
-            if refund_status != 200:
-                raise _answer("billing refund", refund_status, refund)
-            return "refunded_hold_lost", [Notification(data["user_id"], "sale_failed_refunded", data["order_id"],
-                                                       {**summary, "reason": "the seat hold expired before the "
-                                                        "sale could be completed; the payment was refunded"})]
-        raise _answer("reservation confirm", status, body)
-
-    async def _release(self, data: dict[str, Any]) -> tuple[str, list[Notification]]:
-        _need(data, "order_id", "reservation_id", "user_id")
-        status, body = await self.peers.release_sold(data["reservation_id"], data.get("refund_id"))
-        if status == 404:
-            return "nothing_to_release", []
-        if status != 200:
-            raise _answer("reservation release", status, body)
-        if data.get("reason") == "hold_lost":
-            return "released_after_hold_lost", []  # the buyer was told when the sale failed
-        return "seats_released", [Notification(data["user_id"], "refund_issued", data["order_id"], {
-            "order_id": data["order_id"], "amount_minor": data.get("amount_minor"),
-            "currency": data.get("currency"), "reason": data.get("reason")})]
+    async def _ask(self, step: Ask) -> PeerAnswer:
+        if step.call == "confirm":
+            return await self.peers.confirm(*step.args)
+        if step.call == "release":
+            return await self.peers.release_sold(*step.args)
+        order_id, reason, key = step.args
+        return await self.peers.refund(order_id, reason, key=key)

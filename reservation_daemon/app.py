@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import structlog
 from aiohttp import web
-
-from pathlib import Path
 
 from deploy.runtime.aio import Background
 from deploy.runtime.auth import TokenVerifier, auth_middleware
@@ -21,7 +20,7 @@ from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
 from reservation_daemon.release import ReleaseCheck
 from reservation_daemon.store import ReservationStore
-from reservation_daemon.stream import make_relay
+from reservation_daemon.streams import make_relay
 
 log = structlog.get_logger("reservation")
 
@@ -59,10 +58,10 @@ class ReservationDaemon:
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.ready, self.instance, self.billing,
-                                  self.release_check),
+        app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
                        auth=auth_middleware(api.SPEC, self.verifier))
+        app[api.DEPS] = api.Deps(self.settings, self.store, self.billing, self.release_check)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)

@@ -1,6 +1,6 @@
 """Background work every replica runs: releasing expired holds, pruning old rows, settling seat counts.
 
-Both are safe with several replicas at once (claims with SKIP LOCKED and a lease; idempotent deletes).
+Each is safe with several replicas at once (claims with SKIP LOCKED and a lease; idempotent deletes).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import random
 import structlog
 
 from reservation_daemon.config import Settings
-from reservation_daemon.release import ReleaseCheck
+from reservation_daemon.release import ReleaseCheck, sort_holds
 from reservation_daemon.store import ReservationStore
 
 log = structlog.get_logger("reservation.jobs")
@@ -28,9 +28,7 @@ async def sweep_expired_holds(settings: Settings, store: ReservationStore, check
             due = await store.claim_due(settings.sweep_batch, lease)
             if due:
                 answers = await check.ask(due) or {}
-                released = [i for i in due if answers.get(str(i)) == "released"]
-                paid = [i for i in due if answers.get(str(i)) == "paid"]
-                kept = [i for i in due if answers.get(str(i)) not in ("released", "paid")]
+                released, paid, kept = sort_holds(due, answers)
                 expired, confirmed = await store.settle_holds(released, paid, kept)
                 if expired:
                     log.info("holds_expired", count=expired)

@@ -34,6 +34,18 @@ PATH = "/api/internal/holds/release-check"
 ANSWERS = ("released", "paid", "charging")
 
 
+def sort_holds(due: Sequence[Any], answers: dict[str, str]) -> tuple[list[Any], list[Any], list[Any]]:
+    """What billing's answers mean for due holds: (to expire, to confirm, to keep and ask again).
+
+    ``released`` expires a hold, ``paid`` confirms it; ``charging``, no answer, or an answer
+    this daemon does not know keeps it (never release a hold without billing's word).
+    """
+    released = [i for i in due if answers.get(str(i)) == "released"]
+    paid = [i for i in due if answers.get(str(i)) == "paid"]
+    kept = [i for i in due if answers.get(str(i)) not in ("released", "paid")]
+    return released, paid, kept
+
+
 class ReleaseCheck:
     def __init__(self, billing: Peer, clock=time.time) -> None:
         self.billing = billing

@@ -1,12 +1,27 @@
-"""Versioned SQL migrations: ``NNNN_name.sql`` files applied in order, each once.
+"""Schema migrations: versioned files applied once each, and stored functions re-applied when they change.
 
-Safe with several replicas starting at once: the runner holds a database-wide
-lock while it looks and applies, so the second replica waits and then finds
-nothing left to do.
+- ``NNNN_name.sql`` in a daemon's migrations package: tables, indexes, triggers and other
+  DDL, applied in order, each once, each in its own transaction. They are history: an
+  applied file is never edited.
+- PostgreSQL only: one ``<function>.sql`` file per stored function in the daemon's
+  functions package (``CREATE OR REPLACE FUNCTION ...``). The file is the function's one
+  source of truth. After the versioned migrations, every function file whose text
+  changed since it was last applied (its SHA-256 is recorded in ``functions_table``) is
+  applied again, in file-name order, in one transaction; after a run that applied any
+  versioned migration, every function file is (a migration may have dropped or changed
+  what one depends on). Bodies are not checked at creation (``check_function_bodies``
+  off, as pg_dump does), so the order never has to follow calls between functions. A
+  migration that changes a function's signature or result type drops the old function;
+  its file then creates the new one.
+
+Safe with several replicas starting at once: the runner holds a database-wide lock
+while it looks and applies, so the second replica waits and then finds nothing left
+to do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +31,7 @@ import structlog
 
 log = structlog.get_logger("migrations")
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_FUNCTION = re.compile(r"^([a-z_][a-z0-9_]*)\.sql$")
 _PG_LOCK_KEY = 0x7469636B6574  # "ticket": one lock for the migrations of a database
 
 
@@ -24,6 +40,18 @@ class Migration:
     version: int
     name: str
     sql: str
+
+
+@dataclass(frozen=True)
+class FunctionFile:
+    """One stored function's source: its name (the file's), text and the text's SHA-256."""
+
+    name: str
+    sql: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
 def discover(package: str) -> list[Migration]:
@@ -39,10 +67,20 @@ def discover(package: str) -> list[Migration]:
     return found
 
 
-async def migrate_postgres(conn: asyncpg.Connection, package: str, table: str = "schema_migrations") -> list[str]:
-    """Apply pending migrations from ``package``; returns the names applied.
+def discover_functions(package: str) -> list[FunctionFile]:
+    """The function files of ``package`` in the order they are applied (by name)."""
+    found = [FunctionFile(m.group(1), entry.read_text()) for entry in resources.files(package).iterdir()
+             if (m := _FUNCTION.match(entry.name))]
+    return sorted(found, key=lambda f: f.name)
 
-    ``table`` records what was applied; daemons sharing a database each use their own.
+
+async def migrate_postgres(conn: asyncpg.Connection, package: str, table: str = "schema_migrations", *,
+                           functions: str | None = None, functions_table: str = "schema_functions") -> list[str]:
+    """Apply pending migrations from ``package``, then changed function files from ``functions``.
+
+    Returns the names applied (``NNNN_name`` for migrations, ``function name`` for functions).
+    ``table`` and ``functions_table`` record what was applied; daemons sharing a database each
+    use their own.
     """
     applied_now = []
     await conn.execute("SELECT pg_advisory_lock($1)", _PG_LOCK_KEY)
@@ -62,9 +100,34 @@ async def migrate_postgres(conn: asyncpg.Connection, package: str, table: str = 
                 )
             log.info("migration_applied", version=migration.version, name=migration.name)
             applied_now.append(f"{migration.version:04d}_{migration.name}")
+        if functions is not None:
+            applied_now += await _apply_functions(conn, functions, functions_table, everything=bool(applied_now))
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _PG_LOCK_KEY)
     return applied_now
+
+
+async def _apply_functions(conn: asyncpg.Connection, package: str, table: str, *, everything: bool) -> list[str]:
+    """Apply the function files whose text changed (all of them if ``everything``), in one transaction."""
+    await conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {table} ("
+        " name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    recorded = {r["name"]: r["sha256"] for r in await conn.fetch(f"SELECT name, sha256 FROM {table}")}
+    due = [f for f in discover_functions(package) if everything or recorded.get(f.name) != f.sha256]
+    if not due:
+        return []
+    async with conn.transaction():
+        await conn.execute("SET LOCAL check_function_bodies = off")
+        for function in due:
+            await conn.execute(function.sql)
+            await conn.execute(
+                f"INSERT INTO {table} (name, sha256) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256, applied_at = now()",
+                function.name, function.sha256)
+    for function in due:
+        log.info("function_applied", function=function.name, sha256=function.sha256[:12])
+    return [f"function {f.name}" for f in due]
 
 
 _MARIADB_LOCK = "ticketflow.migrations"

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 from portal_consumer.config import Settings
-from portal_consumer.stream import Consumer
+from portal_consumer.streams import Consumer
 
 
 class Message:
