@@ -11,7 +11,6 @@ token expires (``TICKETFLOW_TOKEN_TTL_SECONDS``).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timezone
 from typing import Any
 
 import aiomysql
@@ -20,7 +19,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from deploy.runtime.auth import Principal
 from deploy.runtime.ids import uuid7
-from deploy.runtime.mysql import MariaDB, execute, fetchone, fetchval
+from deploy.runtime.mysql import MariaDB, execute, fetchall, fetchone, fetchval
+from deploy.runtime.times import naive_utc
 
 _hasher = PasswordHasher()  # argon2id with the library's recommended parameters (RFC 9106, low-memory profile)
 # Verified when the e-mail is unknown, so a login takes as long whether or not the account exists.
@@ -63,7 +63,7 @@ class AccountStore:
             c, "SELECT id, role, password_hash FROM users WHERE email = %s", (email,)), idempotent=True)
 
     async def revoke(self, caller: Principal) -> None:
-        expires = datetime.fromtimestamp(caller.expires_at or 0, timezone.utc).replace(tzinfo=None)
+        expires = naive_utc(caller.expires_at or 0)
 
         async def revoke(conn: aiomysql.Connection) -> None:
             await execute(conn, "INSERT IGNORE INTO revoked_tokens (jti, expires_at) VALUES (%s, %s)",
@@ -93,8 +93,6 @@ class AccountStore:
         await self.db.transaction(write, idempotent=False)
 
     async def audit_trail(self, target: str) -> list[dict[str, Any]]:
-        from deploy.runtime.mysql import fetchall
-
         return await self.db.run(lambda c: fetchall(
             c, "SELECT at, actor, actor_role, action, reason FROM audit_log WHERE target = %s ORDER BY at",
             (target,)), idempotent=True)

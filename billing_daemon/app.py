@@ -15,9 +15,9 @@ from billing_daemon import api
 from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway
-from billing_daemon.payments import PAYMENTS, Payments
+from billing_daemon.payments import Payments
 from billing_daemon.store import BillingStore
-from billing_daemon.stream import make_receiver, make_relay
+from billing_daemon.streams import make_receiver, make_relay
 from deploy.runtime.aio import Background, keep_running
 from deploy.runtime.auth import TokenIssuer, TokenVerifier, auth_middleware
 from deploy.runtime.config import require
@@ -35,7 +35,7 @@ class BillingDaemon:
         self.settings = settings
         self.instance = instance_name(settings.instance, settings.http_port)
         self.db = MariaDB(settings.mariadb_dsn, max_size=settings.pool_size)
-        self.store = BillingStore(self.db)
+        self.store = BillingStore(self.db, respond=api.response)
         self.accounts = AccountStore(self.db)
         require(settings, "token_signing_key", "billing signs login tokens with it")
         require(settings, "token_public_keys", "every daemon verifies tokens with them")
@@ -43,9 +43,9 @@ class BillingDaemon:
         self.verifier = TokenVerifier(Path(settings.token_public_keys))
         self.gateway = MockGateway(settings.payment_success_rate, settings.payment_seed,
                                    settings.payment_latency_ms, settings.mock_gateway_ledger or None)
-        self.payments = Payments(settings, self.store, self.gateway)
-        self.receiver = make_receiver(settings, self.store, self.instance)
-        self.relay = make_relay(settings, self.store, self.instance)
+        self.payments = Payments(settings, self.store.payments, self.gateway)
+        self.receiver = make_receiver(settings, self.store.inbox, self.instance)
+        self.relay = make_relay(settings, self.store.outbox, self.instance)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -64,11 +64,10 @@ class BillingDaemon:
 
     async def start(self) -> None:
         await self.db.start()
-        app = make_app(api.routes(self.settings, self.store, self.gateway, self.ready, self.instance,
-                                  self.issuer, self.accounts),
-                       self.settings.rate_limit, [self.schema.middleware], api.route_limits(self.settings),
+        app = make_app(api.routes(self.ready, self.instance),
+                       self.settings.rate_limit, [self.schema.middleware, api.refusals], api.route_limits(self.settings),
                        auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked))
-        app[PAYMENTS] = self.payments
+        app[api.DEPS] = api.Deps(self.settings, self.store, self.payments, self.accounts, self.issuer)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)

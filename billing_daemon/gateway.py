@@ -30,9 +30,10 @@ import random
 import threading
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from deploy.runtime.times import now_rfc3339
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,6 @@ class _Charge:
     refund: RefundRecord | None = None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
 def read_ledger(path: str | Path) -> list[dict[str, Any]]:
     """Every record of a mock gateway's ledger, in order (for tests and for an operator's eyes)."""
     try:
@@ -137,7 +134,7 @@ class MockGateway:
             result = ChargeResult(approved, f"mock_ch_{uuid.uuid4().hex[:16]}", None if approved else "card_declined")
             self._append({"op": "charge", "attempt_id": attempt_id, "amount_minor": amount_minor,
                           "currency": currency, "approved": approved, "reference": result.reference,
-                          "reason": result.reason, "at": _now()})
+                          "reason": result.reason, "at": now_rfc3339()})
             return result
 
         result = await self._locked(decide)  # recorded before the latency: a kill now leaves it charged
@@ -156,7 +153,7 @@ class MockGateway:
                 raise GatewayError(f"refund {amount_minor} {currency} exceeds the charge of {attempt_id}")
             reference = f"mock_re_{uuid.uuid4().hex[:16]}"
             self._append({"op": "refund", "attempt_id": attempt_id, "amount_minor": amount_minor,
-                          "currency": currency, "reference": reference, "at": _now()})
+                          "currency": currency, "reference": reference, "at": now_rfc3339()})
             return reference
 
         reference = await self._locked(refund)

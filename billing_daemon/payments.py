@@ -7,7 +7,7 @@ gateway, not recorded in billing. Three things make sure every such attempt
 ends recorded, once, with the money either captured with tickets or given back:
 
 - **Who is charging what.** Each billing process has an id (``owner``) and
-  holds the MariaDB named lock :func:`~billing_daemon.store.process_lock_name`
+  holds the MariaDB named lock :func:`~billing_daemon.store.payments.process_lock_name`
   on a session of its own for as long as it lives; a SIGKILLed process's
   session ends and frees the lock. Each attempt records its owner, and each
   process knows which attempts it is charging right now (:class:`InFlight`).
@@ -41,15 +41,16 @@ from typing import Any
 
 import aiomysql
 import structlog
-from aiohttp import web
 
 from billing_daemon.config import Settings
 from billing_daemon.gateway import ChargeResult, PaymentGateway
-from billing_daemon.store import BillingStore, Settled, abandoned, process_lock_name
+from billing_daemon.rules import Ok, abandoned
+from billing_daemon.store import Key, Replayed, Result, Settled
+from billing_daemon.store.payments import PaymentStore, process_lock_name
 from deploy.runtime.aio import within
 from deploy.runtime.http import DependencyUnavailable
 from deploy.runtime.ids import uuid7
-from deploy.runtime.mysql import MariaDsn, fetchval
+from deploy.runtime.mysql import MariaDsn, connect_session, fetchval
 
 log = structlog.get_logger("billing")
 
@@ -115,15 +116,7 @@ class ProcessLock:
             return self.held
 
     async def _acquire(self) -> None:
-        for host, port in self.dsn.hosts:
-            try:
-                self.conn = await within(5, aiomysql.connect(
-                    host=host, port=port, user=self.dsn.user, password=self.dsn.password, db=self.dsn.database,
-                    connect_timeout=5, autocommit=True))
-                break
-            except Exception:
-                if (host, port) == self.dsn.hosts[-1]:
-                    raise
+        self.conn = await connect_session(self.dsn)
         self.held = await within(3, fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (self.name,))) == 1
         if not self.held:  # our previous session is not dead to the server yet; try again later
             self._drop()
@@ -144,7 +137,7 @@ class ProcessLock:
 
 
 class Payments:
-    def __init__(self, settings: Settings, store: BillingStore, gateway: PaymentGateway) -> None:
+    def __init__(self, settings: Settings, store: PaymentStore, gateway: PaymentGateway) -> None:
         self.settings = settings
         self.store = store
         self.gateway = gateway
@@ -154,25 +147,24 @@ class Payments:
 
     # --- a buyer's request ---------------------------------------------------------
 
-    async def pay(self, order_id: str, key: tuple[str, str, str]) -> tuple[int, dict[str, Any]]:
+    async def pay(self, order_id: str, key: Key) -> Result:
         """Begin (or resume) the attempt, charge it, record the answer."""
         if not self.lock.held and not await self.lock.ensure():
             raise DependencyUnavailable("database unavailable; retry shortly")
         # Marked in flight before it exists, so this process's resolver never sees it abandoned.
         new_id = str(uuid7())
         with self.in_flight.track(new_id):
-            step, value = await self.store.begin_payment(
+            attempt = await self.store.begin(
                 order_id, key, self.settings.pay_margin, self.settings.resume_after, owner=self.owner,
                 in_flight=self.in_flight, attempt_id=new_id)
-            if step is None:
-                return value
-            with self.in_flight.track(value["id"]):
+            if not isinstance(attempt, dict):
+                return attempt  # answered now (refused, or this key's earlier answer)
+            with self.in_flight.track(attempt["id"]):
                 result = await self._gateway("charge", self.gateway.charge(
-                    value["id"], value["amount_minor"], value["currency"]))
-                settled = await self._settle(value, result, key)
-                return settled.status, settled.body
+                    attempt["id"], attempt["amount_minor"], attempt["currency"]))
+                return (await self._settle(attempt, result, key)).result
 
-    async def refund(self, order_id: str, reason: str, actor: str | None = None) -> tuple[int, dict[str, Any]]:
+    async def refund(self, order_id: str, reason: str, actor: str | None = None) -> Ok:
         """Refund a paid order at the gateway, then record it (refund row, tickets void, event)."""
         attempt = await self.store.paid_attempt(order_id)
         gateway_ref = None
@@ -183,13 +175,13 @@ class Payments:
         return await self.store.refund(order_id, reason, actor, attempt=attempt, gateway_ref=gateway_ref)
 
     async def _settle(self, attempt: dict[str, Any], result: ChargeResult | None,
-                      key: tuple[str, str, str] | None) -> Settled:
-        settled = await self.store.finish_payment(attempt, result, key)
+                      key: Key | None) -> Settled:
+        settled = await self.store.finish(attempt, result, key)
         if settled.refund_due:
             reference = await self._gateway("refund", self.gateway.refund(
                 attempt["id"], attempt["amount_minor"], attempt["currency"]))
             log.info("payment_refunded_automatically", payment_id=attempt["id"], order_id=attempt["order_id"])
-            settled = await self.store.finish_payment(attempt, result, key, refund_ref=reference)
+            settled = await self.store.finish(attempt, result, key, refund_ref=reference)
         return settled
 
     async def _gateway(self, what: str, call):
@@ -216,8 +208,15 @@ class Payments:
                 settled = await self._settle(attempt, status.as_charge(), None)
             resolved += 1
             log.info("payment_resolved", payment_id=attempt["id"], order_id=attempt["order_id"],
-                     gateway=status.state, answer=settled.status, age_s=round(float(attempt["age"]), 1))
+                     gateway=status.state, answer=self._status(settled.result),
+                     age_s=round(float(attempt["age"]), 1))
         return resolved
+
+    def _status(self, result: Result | None) -> int | None:
+        """The HTTP status a request would have got (the log's ``answer``)."""
+        if result is None or isinstance(result, Replayed):
+            return result and result.status
+        return self.store.keys.respond(result)[0]
 
     async def run_resolver(self) -> None:
         failing = False
@@ -231,5 +230,3 @@ class Payments:
                     log.warning("payment_resolver_failed", reason=repr(exc))
                 failing = True
 
-
-PAYMENTS = web.AppKey("payments", Payments)

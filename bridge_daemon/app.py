@@ -8,18 +8,14 @@ import structlog
 from aiohttp import web
 
 from bridge_daemon.config import Settings
-from bridge_daemon.stream import PaymentsToBroker, Publisher
+from bridge_daemon.openapi import SPEC
+from bridge_daemon.streams import IN_STREAM, PaymentsToBroker, Publisher
 from deploy.runtime.config import receiver_link
 from deploy.runtime.http import make_app, service_routes, start_http
-from deploy.runtime.openapi import document
 from deploy.runtime.service import instance_name
 from protocol.receiver import Receiver
 
 log = structlog.get_logger("bridge")
-STREAM = "payments"
-
-SPEC = document("TicketFlow bridge daemon",
-                "Only probes: the bridge's work is the payments link (TCP) and RabbitMQ.", {})
 
 
 class BridgeDaemon:
@@ -27,7 +23,7 @@ class BridgeDaemon:
         self.settings = settings
         self.instance = instance_name(settings.instance, settings.http_port)
         self.publisher = Publisher(settings)
-        self.receiver = Receiver({STREAM: PaymentsToBroker(self.publisher, STREAM)},
+        self.receiver = Receiver({IN_STREAM: PaymentsToBroker(self.publisher, IN_STREAM)},
                                  receiver_link(settings, self.instance),
                                  host=settings.link_host, port=settings.link_port)
         self._runner: web.AppRunner | None = None

@@ -137,7 +137,8 @@ def _users(args: argparse.Namespace) -> int:
 
     from billing_daemon.accounts import MIN_PASSWORD, hash_password
     from billing_daemon.config import Settings as BillingSettings
-    from billing_daemon.store import BillingError, BillingStore
+    from billing_daemon.rules import Refused
+    from billing_daemon.store import BillingStore
     from deploy.runtime.config import load
     from deploy.runtime.mysql import MariaDB
 
@@ -151,15 +152,15 @@ def _users(args: argparse.Namespace) -> int:
         try:
             store = BillingStore(maria)
             await store.migrate()
-            _, user = await store.create_user(args.email.strip().lower(), args.name, None,
+            created = await store.create_user(args.email.strip().lower(), args.name, None,
                                               password_hash=await hash_password(password), role=args.role)
-            return user
+            return created.body
         finally:
             await maria.close()
 
     try:
         print(json.dumps(asyncio.run(create())))
-    except BillingError as exc:
+    except Refused as exc:
         print(f"ticketflow: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     return 0

@@ -39,7 +39,7 @@ def _receiver_ops(link: Link, env: dict[str, str]) -> tuple[Callable[[], Awaitab
                 lambda expected, to: store.advance_stream_position(link.stream, expected, to), db.close)
 
     from bridge_daemon.config import Settings as BridgeSettings
-    from bridge_daemon.stream import Publisher
+    from bridge_daemon.streams import Publisher
 
     publisher = Publisher(load(BridgeSettings, env))
 

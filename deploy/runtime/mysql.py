@@ -53,6 +53,20 @@ class MariaDsn:
         return cls(hosts, unquote(user), unquote(password), parts.path.lstrip("/"))
 
 
+async def connect_session(dsn: MariaDsn, timeout: float = 5.0) -> aiomysql.Connection:
+    """A dedicated autocommit session outside any pool (named locks live as long as it does):
+    the DSN's hosts are tried in turn, the last one's error raised if none answers."""
+    for host, port in dsn.hosts:
+        try:
+            return await within(timeout, aiomysql.connect(
+                host=host, port=port, user=dsn.user, password=dsn.password, db=dsn.database,
+                connect_timeout=timeout, autocommit=True))
+        except Exception:
+            if (host, port) == dsn.hosts[-1]:
+                raise
+    raise ValueError("the DSN names no host")
+
+
 def _code(exc: BaseException) -> int | None:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from billing_daemon.api import response
 from billing_daemon.config import Settings
 from billing_daemon.gateway import MockGateway, read_ledger
 from billing_daemon.payments import Payments
@@ -26,10 +27,17 @@ pytestmark = pytest.mark.stack
 class Billing:
     def __init__(self, dsn: str, ledger, **settings) -> None:
         self.settings = dataclasses.replace(Settings(), mariadb_dsn=dsn, pay_margin=1.0, **settings)
-        self.store = BillingStore(MariaDB(dsn, max_size=5))
+        self.store = BillingStore(MariaDB(dsn, max_size=5), respond=response)
         self.gateway = MockGateway(latency_ms=self.settings.payment_latency_ms, ledger=ledger)
-        self.payments = Payments(self.settings, self.store, self.gateway)
+        self.payments = Payments(self.settings, self.store.payments, self.gateway)
         self.seq = 0
+
+    async def pay(self, order_id: str, key: str) -> tuple[int, dict]:
+        """A pay request as the API answers it: (status, body)."""
+        return response(await self.payments.pay(order_id, (f"/api/orders/{order_id}/pay", key, "h")))
+
+    async def refund(self, order_id: str, reason: str, actor: str) -> tuple[int, dict]:
+        return response(await self.payments.refund(order_id, reason, actor))
 
     async def open_order(self, amount_minor: int = 2500) -> str:
         order_id = str(uuid.uuid4())
@@ -88,7 +96,7 @@ async def test_a_hold_released_during_the_charge_is_refunded_at_the_gateway_once
     a = replicas(payment_latency_ms=1500)
     b = replicas(resolve_after=0.2)  # a second replica whose resolver finds the attempt overdue
     order_id = await a.open_order(amount_minor=4200)
-    paying = asyncio.create_task(a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k", "h")))
+    paying = asyncio.create_task(a.pay(order_id, "k"))
     await wait_until(lambda: charged(a), 10, "the charge reaching the gateway")
     await a.event("reservation.cancelled", {"reservation_id": order_id})  # the hold is released meanwhile
     # The same path twice at once: replica b resolves the overdue attempt while a's request finishes it.
@@ -97,13 +105,13 @@ async def test_a_hold_released_during_the_charge_is_refunded_at_the_gateway_once
     assert status == 409 and body["error"]["code"] == "ORDER_NOT_PAYABLE", body
     refunds = ledger(a, "refund")
     assert [(r["amount_minor"], r["currency"]) for r in refunds] == [(4200, "EUR")], refunds
-    order = await a.store.get_order(order_id)
+    order = await a.store.orders.get_order(order_id)
     assert order["status"] == "cancelled" and order["tickets"] == []
     assert [p["status"] for p in order["payments"]] == ["refunded"]
     assert [(r["amount_minor"], r["reason"]) for r in order["refunds"]] == [(4200, "hold_released_during_payment")]
     assert body["error"]["details"]["refund_id"] == order["refunds"][0]["id"]
     # And once more, after the fact: a retry of the same key, and the recording path run again.
-    assert await a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k", "h")) == (status, body)
+    assert await a.pay(order_id, "k") == (status, body)
     attempt = (await maria(a, "SELECT id, order_id, amount_minor, currency FROM payment_attempts"))[0]
     again = await a.payments._settle(attempt, await a.gateway.charge(attempt["id"], 4200, "EUR"), None)
     assert not again.refund_due
@@ -118,7 +126,7 @@ async def test_the_resolver_waits_for_a_live_owner_until_the_bound_then_records_
     a = replicas(payment_latency_ms=60_000)  # a request stuck at the gateway in a live replica
     b = replicas(resolve_after=1.0)
     order_id = await a.open_order()
-    paying = asyncio.create_task(a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k", "h")))
+    paying = asyncio.create_task(a.pay(order_id, "k"))
     try:
         await wait_until(lambda: charged(a), 10, "the charge reaching the gateway")
         assert await b.payments.resolve_once() == 0, "a young attempt of a live replica is left alone"
@@ -126,7 +134,7 @@ async def test_the_resolver_waits_for_a_live_owner_until_the_bound_then_records_
         await wait_until(lambda: b.payments.resolve_once(), 10, "replica b resolving the attempt past the bound")
     finally:
         paying.cancel()
-    order = await b.store.get_order(order_id)
+    order = await b.store.orders.get_order(order_id)
     assert order["status"] == "paid" and len(order["tickets"]) == 1
     key = await maria(b, "SELECT status FROM idempotency_keys")
     assert key == [{"status": 200}], "the waiting key gets the recorded answer"
@@ -136,31 +144,31 @@ async def test_an_attempt_the_gateway_never_saw_fails_and_the_order_is_payable_a
     a = replicas()
     order_id = await a.open_order()
     # A process that claimed the attempt and died before charging (its owner lock is not held).
-    step, attempt = await a.store.begin_payment(order_id, (f"/api/orders/{order_id}/pay", "k1", "h"), 1.0,
-                                                owner="dead-process")
-    assert step == "charge"
+    attempt = await a.store.payments.begin(order_id, (f"/api/orders/{order_id}/pay", "k1", "h"), 1.0,
+                                           owner="dead-process")
+    assert isinstance(attempt, dict) and attempt["status"] == "charging"
     assert await a.payments.resolve_once() == 1
-    order = await a.store.get_order(order_id)
+    order = await a.store.orders.get_order(order_id)
     assert order["status"] == "failed" and [p["status"] for p in order["payments"]] == ["failed"]
     assert ledger(a, "charge") == []
     failed = await maria(a, "SELECT data FROM outbox WHERE type = 'payment.failed'")
     assert json.loads(failed[0]["data"])["reason"] == "charge_not_completed"
-    assert (await a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k1", "h")))[0] == 402
-    status, body = await a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k2", "h"))
+    assert (await a.pay(order_id, "k1"))[0] == 402
+    status, body = await a.pay(order_id, "k2")
     assert status == 200 and body["status"] == "paid"
 
 
 async def test_a_charge_that_lands_after_its_attempt_was_given_up_is_refunded(replicas):
     a = replicas()
     order_id = await a.open_order()
-    _, attempt = await a.store.begin_payment(order_id, (f"/api/orders/{order_id}/pay", "k", "h"), 1.0,
-                                             owner="dead-process")
+    attempt = await a.store.payments.begin(order_id, (f"/api/orders/{order_id}/pay", "k", "h"), 1.0,
+                                           owner="dead-process")
     await a.payments.resolve_once()  # the gateway had not seen it yet: failed
     late = await a.gateway.charge(attempt["id"], attempt["amount_minor"], attempt["currency"])  # ...then it landed
     settled = await a.payments._settle(attempt, late, None)
-    assert settled.status == 402
+    assert response(settled.result)[0] == 402
     assert [(r["attempt_id"], r["amount_minor"]) for r in ledger(a, "refund")] == [(attempt["id"], 2500)]
-    order = await a.store.get_order(order_id)
+    order = await a.store.orders.get_order(order_id)
     assert [r["reason"] for r in order["refunds"]] == ["charge_completed_after_failure"]
     assert order["status"] == "failed", "the order is still payable"
 
@@ -168,8 +176,8 @@ async def test_a_charge_that_lands_after_its_attempt_was_given_up_is_refunded(re
 async def test_a_refund_records_who_asked_and_why_with_the_gateway_reference(replicas):
     a = replicas()
     order_id = await a.open_order()
-    assert (await a.payments.pay(order_id, (f"/api/orders/{order_id}/pay", "k", "h")))[0] == 200
-    status, body = await a.payments.refund(order_id, "event cancelled", "organizer:org-1")
+    assert (await a.pay(order_id, "k"))[0] == 200
+    status, body = await a.refund(order_id, "event cancelled", "organizer:org-1")
     assert status == 200 and [r["reason"] for r in body["refunds"]] == ["event cancelled"]
     rows = await maria(a, "SELECT id, actor, gateway_ref, amount_minor FROM refunds")
     [refund] = ledger(a, "refund")

@@ -27,6 +27,7 @@ from deploy.runtime.amqp import Names, declare_topology, to_message
 from protocol.messages import Event
 
 log = structlog.get_logger("bridge")
+IN_STREAM = "payments"  # billing's outbound stream, received here
 
 
 class BrokerUnavailable(ConnectionError):

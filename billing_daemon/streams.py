@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 import aiomysql
 
 from billing_daemon.config import Settings
-from billing_daemon.store import OUT_STREAM, BillingStore
+from billing_daemon.store.inbox import Inbox
+from billing_daemon.store.outbox import OUT_STREAM, Outbox
 from deploy.runtime.config import link_targets, receiver_link, sender_link
-from deploy.runtime.mysql import MariaDsn, fetchval
+from deploy.runtime.mysql import MariaDsn, connect_session, fetchval
 from deploy.runtime.relay import OutboxRelay
 from protocol.messages import Event
 from protocol.receiver import Receiver
@@ -35,21 +36,21 @@ RELAY_LOCK = "ticketflow.billing.relay"
 class ReservationInbox:
     """The protocol StreamHandler for the reservation stream."""
 
-    def __init__(self, store: BillingStore) -> None:
-        self.store = store
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
 
     async def position(self) -> int:
-        return await self.store.stream_position(IN_STREAM)
+        return await self.inbox.position(IN_STREAM)
 
     async def apply(self, events: Sequence[Event]) -> None:
-        await self.store.apply_reservation_events(IN_STREAM, events)
+        await self.inbox.apply(IN_STREAM, events)
 
 
-def make_receiver(settings: Settings, store: BillingStore, node: str) -> Receiver:
+def make_receiver(settings: Settings, inbox: Inbox, node: str) -> Receiver:
     # reuse_port: replicas on one host share the port and the kernel hands each new
     # connection to a live one; applying is safe from several replicas at once
-    # (BillingStore.apply_reservation_events serialises on the stream's position row).
-    return Receiver({IN_STREAM: ReservationInbox(store)},
+    # (Inbox.apply serialises on the stream's position row).
+    return Receiver({IN_STREAM: ReservationInbox(inbox)},
                     receiver_link(settings, node),
                     host=settings.link_host, port=settings.link_port, reuse_port=True)
 
@@ -69,18 +70,7 @@ class MariaDbNamedLock:
         self.conn: aiomysql.Connection | None = None
 
     async def acquire(self, wake: Callable[[], None]) -> bool:
-        host, port = self.dsn.hosts[0]
-        errors = []
-        for host, port in self.dsn.hosts:
-            try:
-                self.conn = await aiomysql.connect(host=host, port=port, user=self.dsn.user,
-                                                   password=self.dsn.password, db=self.dsn.database,
-                                                   connect_timeout=5, autocommit=True)
-                break
-            except Exception as exc:
-                errors.append(exc)
-        if self.conn is None:
-            raise errors[-1]
+        self.conn = await connect_session(self.dsn)
         return await fetchval(self.conn, "SELECT GET_LOCK(%s, 0)", (self.name,)) == 1
 
     async def check(self) -> None:
@@ -94,18 +84,18 @@ class MariaDbNamedLock:
             self.conn = None
 
 
-def make_relay(settings: Settings, store: BillingStore, node: str) -> OutboxRelay:
+def make_relay(settings: Settings, outbox: Outbox, node: str) -> OutboxRelay:
     first, *alternates = link_targets(settings.bridge_host, settings.bridge_port)
 
     def make_sender() -> Sender:
         return Sender(
-            *first, OUT_STREAM, store.read_outbox,
+            *first, OUT_STREAM, outbox.read,
             sender_link(settings, node),
-            head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
+            head=outbox.head, on_ack=outbox.record_ack, poll_interval=settings.relay_poll,
             alternates=alternates,
         )
 
     relay = OutboxRelay(OUT_STREAM, lambda: MariaDbNamedLock(settings.mariadb_dsn), make_sender,
                         lock_retry=settings.relay_lock_retry)
-    store.on_emit.append(relay.notify)
+    outbox.on_emit.append(relay.notify)
     return relay

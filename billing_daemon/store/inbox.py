@@ -1,0 +1,166 @@
+"""The reservation stream in: orders opened and cancelled, the stream's durable position,
+and billing's word on releasing a hold (release-check), which the inbox must agree with."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import aiomysql
+
+from billing_daemon.rules import Release, release_decision
+from deploy.runtime.mysql import MariaDB, execute, executemany, fetchall, fetchone, fetchval
+from deploy.runtime.times import naive_utc
+from protocol.messages import Event
+
+
+class StreamGap(Exception):
+    """A batch does not start right after the stream's applied position; nothing was applied."""
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join(["%s"] * len(values))
+
+
+class Inbox:
+    def __init__(self, db: MariaDB) -> None:
+        self.db = db
+
+    async def position(self, stream: str) -> int:
+        value = await self.db.run(lambda c: fetchval(
+            c, "SELECT position FROM stream_positions WHERE stream = %s", (stream,)), idempotent=True)
+        return int(value or 0)
+
+    async def advance_position(self, stream: str, expected: int, to: int) -> bool:
+        """Operator repair (``ticketflow link advance``): move ``stream``'s position from exactly
+        ``expected`` forward to ``to``, skipping events the sender no longer retains.
+
+        Locks the row as ``apply`` does; False (nothing changed) if the position is no longer
+        ``expected`` — a batch got through or another operator was quicker.
+        """
+        if to <= expected:
+            raise ValueError("a stream position only moves forward")
+
+        async def advance(conn: aiomysql.Connection) -> bool:
+            await execute(conn, "INSERT IGNORE INTO stream_positions (stream, position) VALUES (%s, 0)", (stream,))
+            position = await fetchval(conn, "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE",
+                                      (stream,))
+            if position != expected:
+                return False
+            await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s", (to, stream))
+            return True
+
+        return await self.db.transaction(advance, idempotent=False)
+
+    async def apply(self, stream: str, events: Sequence[Event]) -> None:
+        """Apply a batch and record the stream position in ONE transaction.
+
+        Idempotent by event id: ids already in ``inbox_events`` are skipped, so a
+        re-sent event changes nothing. The stream's position row is locked first,
+        so two replicas receiving the stream at once (a relay failing over while
+        its old connection lingers) apply one after the other, and the position
+        only ever moves forward.
+        """
+        async def apply(conn: aiomysql.Connection) -> None:
+            lock = "SELECT position FROM stream_positions WHERE stream = %s FOR UPDATE"
+            position = await fetchval(conn, lock, (stream,))
+            if position is None:  # the stream's first batch ever: make the row to lock
+                await execute(conn, "INSERT IGNORE INTO stream_positions (stream, position) VALUES (%s, 0)",
+                              (stream,))
+                position = await fetchval(conn, lock, (stream,))
+            batch = [e for e in events if e.seq > position]
+            if not batch:
+                return
+            if batch[0].seq != position + 1:
+                # Only if the position was moved back under a live connection (a replay):
+                # refuse, and the reconnect's welcome starts the sender at the right place.
+                raise StreamGap(f"{stream}: applied up to {position}, batch starts at {batch[0].seq}")
+            ids = [e.id for e in batch]
+            known = {r["event_id"] for r in await fetchall(
+                conn, f"SELECT event_id FROM inbox_events WHERE event_id IN ({_marks(ids)})", ids)}
+            fresh = [e for e in batch if e.id not in known]
+            outcomes = await self._open_orders(conn, [e for e in fresh if e.type == "reservation.created"])
+            for e in fresh:
+                if e.type in ("reservation.cancelled", "reservation.expired"):
+                    outcomes[e.id] = await self._cancel_order(conn, e.data["reservation_id"])
+                elif e.type != "reservation.created":
+                    outcomes[e.id] = "noted"
+            await executemany(conn, "INSERT INTO inbox_events (event_id, stream, seq, type, outcome, received_at)"
+                                    " VALUES (%s, %s, %s, %s, %s, NOW(6))",
+                              [(e.id, stream, e.seq, e.type, outcomes[e.id]) for e in fresh])
+            await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s",
+                          (batch[-1].seq, stream))
+
+        await self.db.transaction(apply, idempotent=False)
+
+    @staticmethod
+    async def _open_orders(conn: aiomysql.Connection, created: list[Event]) -> dict[str, str]:
+        """Open a pending order per ``reservation.created``; the outcome per event id."""
+        await executemany(conn, """
+            INSERT IGNORE INTO orders (id, user_id, event_id, organizer_id, status, amount_minor, currency, seats,
+                                       expires_at, created_at, updated_at)
+            VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, NOW(6), NOW(6))""", [
+            (e.data["id"], e.data["user_id"], e.data["event_id"], e.data.get("organizer_id"),
+             e.data["amount_minor"], e.data["currency"], json.dumps(e.data["seats"]),
+             naive_utc(e.data["expires_at"])) for e in created])
+        outcomes = {e.id: "order_opened" for e in created}
+        if not created:
+            return outcomes
+        # Holds released before their order arrived (release_check answered for an unknown
+        # order): the order opens cancelled, so no payment can ever start on it.
+        ids = [e.data["id"] for e in created]
+        released = {r["order_id"] for r in await fetchall(
+            conn, f"SELECT order_id FROM released_holds WHERE order_id IN ({_marks(ids)}) FOR UPDATE", ids)}
+        if released:
+            gone = sorted(released)
+            await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6)"
+                                f" WHERE status = 'pending' AND id IN ({_marks(gone)})", gone)
+            await execute(conn, f"DELETE FROM released_holds WHERE order_id IN ({_marks(gone)})", gone)
+            outcomes.update({e.id: "order_opened_released" for e in created if e.data["id"] in released})
+        return outcomes
+
+    @staticmethod
+    async def _cancel_order(conn: aiomysql.Connection, order_id: str) -> str:
+        """Cancel a payable order (its hold was cancelled or expired); the outcome to record."""
+        changed = await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6)"
+                                      " WHERE id = %s AND status IN ('pending', 'failed')", (order_id,))
+        if changed:
+            return "order_cancelled"
+        exists = await fetchval(conn, "SELECT status FROM orders WHERE id = %s", (order_id,))
+        return f"order_{exists}_kept" if exists else "unknown_order"
+
+    # --- releasing holds (the reservation daemon asks first) ------------------------
+
+    async def release_check(self, order_ids: Sequence[str]) -> dict[str, str]:
+        """Billing's word on releasing each hold: ``released``, ``paid`` or ``charging``
+        (see :func:`billing_daemon.rules.release_decision`).
+
+        Each order is decided in its own transaction with its row locked, so the answer and
+        its effect are atomic against a payment starting (``begin_payment`` locks the same row):
+        an order answered ``released`` is cancelled in that transaction, so no payment can start
+        from then on. With no order yet (the reservation stream is behind, so no payment can
+        exist) the release is recorded and the order opens cancelled when it arrives.
+        """
+        async def decide(conn: aiomysql.Connection, order_id: str) -> str:
+            lookup = "SELECT status, charging_attempt FROM orders WHERE id = %s FOR UPDATE"
+            order = await fetchone(conn, lookup, (order_id,))
+            if order is None:
+                await execute(conn, "INSERT IGNORE INTO released_holds (order_id, released_at) VALUES (%s, NOW(6))",
+                              (order_id,))
+                # Read again, locking: an order inserted meanwhile (not yet committed) is waited for.
+                order = await fetchone(conn, lookup, (order_id,))
+                if order is None:
+                    return release_decision(None, False).answer
+                await execute(conn, "DELETE FROM released_holds WHERE order_id = %s", (order_id,))
+            charging = order["charging_attempt"] is not None and await fetchval(
+                conn, "SELECT status FROM payment_attempts WHERE id = %s", (order["charging_attempt"],)) == "charging"
+            decision = release_decision(order["status"], charging)
+            if decision is Release.CANCEL:
+                await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6) WHERE id = %s",
+                              (order_id,))
+            return decision.answer
+
+        answers: dict[str, str] = {}
+        for order_id in order_ids:
+            answers[order_id] = await self.db.transaction(lambda c, o=order_id: decide(c, o), idempotent=True)
+        return answers
