@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import structlog
 
+from deploy.runtime import events
 from portal_consumer.peers import Peers
 from portal_consumer.store import Notification, PortalStore
 
@@ -69,67 +70,68 @@ def _unexpected(call: str, status: int, body: Any) -> UnexpectedAnswer:
     return UnexpectedAnswer(f"{call} answered {status}" + (f" {code}" if isinstance(code, str) else ""))
 
 
-def _need(data: Mapping[str, Any], *fields: str) -> None:
-    missing = [f for f in fields if not isinstance(data.get(f), str)]
-    if missing:
-        raise Unprocessable(f"data lacks {', '.join(missing)}")
+def _payload(kind: str, data: Mapping[str, Any]) -> events.Payload | None:
+    """The event's typed payload (deploy.runtime.events); None for a type the portal does not know."""
+    try:
+        return events.parse(kind, dict(data) if isinstance(data, Mapping) else data)
+    except KeyError:
+        return None
+    except events.MalformedEvent as exc:
+        raise Unprocessable(f"data lacks what {kind} needs: {exc}") from None
 
 
 def decide(kind: str, data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
     """The next step for a sale event of type ``kind``, given the peers' ``answers`` so far."""
-    if kind == "payment.succeeded":
-        return _finalize(data, answers)
-    if kind == "payment.refunded":
-        return _release(data, answers)
-    if kind == "payment.failed":
-        _need(data, "order_id", "user_id")
-        return Done("declined_noted", (Notification(data["user_id"], "payment_declined", data["order_id"], {
-            "order_id": data["order_id"], "reason": data.get("reason")}),))
+    payload = _payload(kind, data)
+    if isinstance(payload, events.PaymentSucceeded):
+        return _finalize(payload, answers)
+    if isinstance(payload, events.PaymentRefunded):
+        return _release(payload, answers)
+    if isinstance(payload, events.PaymentFailed):
+        return Done("declined_noted", (Notification(payload.user_id, "payment_declined", payload.order_id, {
+            "order_id": payload.order_id, "reason": payload.reason}),))
     return Done("ignored")
 
 
-def _finalize(data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
+def _finalize(paid: events.PaymentSucceeded, answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
     """Paid: the hold becomes a sale; if the hold is gone, the money goes back."""
-    _need(data, "order_id", "reservation_id", "user_id")
     if "confirm" not in answers:
-        return Ask("confirm", (data["reservation_id"],))
+        return Ask("confirm", (paid.reservation_id,))
     status, body = answers["confirm"]
-    summary = {"order_id": data["order_id"], "reservation_id": data["reservation_id"],
-               "amount_minor": data.get("amount_minor"), "currency": data.get("currency"),
-               "seats": [s.get("label") for s in data.get("seats", [])],
-               "tickets": [t.get("id") for t in data.get("tickets", [])]}
+    summary = {"order_id": paid.order_id, "reservation_id": paid.reservation_id,
+               "amount_minor": paid.amount_minor, "currency": paid.currency,
+               "seats": [s.get("label") for s in paid.seats if isinstance(s, dict)],
+               "tickets": [t.get("id") for t in paid.tickets if isinstance(t, dict)]}
     if status == 200 and isinstance(body, dict) and body.get("status") == "confirmed":
-        return Done("sale_finalized", (Notification(data["user_id"], "purchase_confirmed", data["order_id"],
-                                                    summary),))
+        return Done("sale_finalized", (Notification(paid.user_id, "purchase_confirmed", paid.order_id, summary),))
     if status not in (404, 409):
         raise _unexpected("reservation confirm", status, body)
     # The hold behind this payment is gone (expired and perhaps re-held by someone
     # else): the seats were never ours to sell. Give the money back.
     if "refund" not in answers:
-        return Ask("refund", (data["order_id"], "hold_lost", f"portal-hold-lost-{data['order_id']}"))
+        return Ask("refund", (paid.order_id, "hold_lost", f"portal-hold-lost-{paid.order_id}"))
     refund_status, refund = answers["refund"]
     if refund_status != 200:
         raise _unexpected("billing refund", refund_status, refund)
     return Done("refunded_hold_lost", (Notification(
-        data["user_id"], "sale_failed_refunded", data["order_id"],
+        paid.user_id, "sale_failed_refunded", paid.order_id,
         {**summary, "reason": "the seat hold expired before the sale could be completed; the payment was refunded"}),))
 
 
-def _release(data: Mapping[str, Any], answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
+def _release(refunded: events.PaymentRefunded, answers: Mapping[Call, PeerAnswer]) -> Ask | Done:
     """Refunded: the sold seats go back on sale."""
-    _need(data, "order_id", "reservation_id", "user_id")
     if "release" not in answers:
-        return Ask("release", (data["reservation_id"], data.get("refund_id")))
+        return Ask("release", (refunded.reservation_id, refunded.refund_id))
     status, body = answers["release"]
     if status == 404:
         return Done("nothing_to_release")
     if status != 200:
         raise _unexpected("reservation release", status, body)
-    if data.get("reason") == "hold_lost":
+    if refunded.reason == "hold_lost":
         return Done("released_after_hold_lost")  # the buyer was told when the sale failed
-    return Done("seats_released", (Notification(data["user_id"], "refund_issued", data["order_id"], {
-        "order_id": data["order_id"], "amount_minor": data.get("amount_minor"),
-        "currency": data.get("currency"), "reason": data.get("reason")}),))
+    return Done("seats_released", (Notification(refunded.user_id, "refund_issued", refunded.order_id, {
+        "order_id": refunded.order_id, "amount_minor": refunded.amount_minor,
+        "currency": refunded.currency, "reason": refunded.reason}),))
 
 
 class SaleFinalizer:

@@ -7,11 +7,16 @@ import json
 from collections.abc import Sequence
 
 import aiomysql
+import structlog
 
 from billing_daemon.rules import Release, release_decision
+from deploy.runtime import events as contract  # not "events": the batch is called that
 from deploy.runtime.mysql import MariaDB, execute, executemany, fetchall, fetchone, fetchval
 from deploy.runtime.times import naive_utc
 from protocol.messages import Event
+
+
+log = structlog.get_logger("billing.inbox")
 
 
 class StreamGap(Exception):
@@ -79,11 +84,14 @@ class Inbox:
             known = {r["event_id"] for r in await fetchall(
                 conn, f"SELECT event_id FROM inbox_events WHERE event_id IN ({_marks(ids)})", ids)}
             fresh = [e for e in batch if e.id not in known]
-            outcomes = await self._open_orders(conn, [e for e in fresh if e.type == "reservation.created"])
+            payloads, outcomes = _read(stream, fresh)
+            outcomes.update(await self._open_orders(conn, [
+                (e.id, payloads[e.id]) for e in fresh if isinstance(payloads.get(e.id), contract.ReservationCreated)]))
             for e in fresh:
-                if e.type in ("reservation.cancelled", "reservation.expired"):
-                    outcomes[e.id] = await self._cancel_order(conn, e.data["reservation_id"])
-                elif e.type != "reservation.created":
+                payload = payloads.get(e.id)
+                if isinstance(payload, (contract.ReservationCancelled, contract.ReservationExpired)):
+                    outcomes[e.id] = await self._cancel_order(conn, payload.reservation_id)
+                elif e.id not in outcomes and not isinstance(payload, contract.ReservationCreated):
                     outcomes[e.id] = "noted"
             await executemany(conn, "INSERT INTO inbox_events (event_id, stream, seq, type, outcome, received_at)"
                                     " VALUES (%s, %s, %s, %s, %s, NOW(6))",
@@ -94,21 +102,21 @@ class Inbox:
         await self.db.transaction(apply, idempotent=False)
 
     @staticmethod
-    async def _open_orders(conn: aiomysql.Connection, created: list[Event]) -> dict[str, str]:
-        """Open a pending order per ``reservation.created``; the outcome per event id."""
+    async def _open_orders(conn: aiomysql.Connection, created: list[tuple[str, contract.ReservationCreated]],
+                           ) -> dict[str, str]:
+        """Open a pending order per ``reservation.created`` (event id, payload); the outcome per event id."""
         await executemany(conn, """
             INSERT IGNORE INTO orders (id, user_id, event_id, organizer_id, status, amount_minor, currency, seats,
                                        expires_at, created_at, updated_at)
             VALUES (%s, %s, %s, %s, 'pending', %s, %s, %s, %s, NOW(6), NOW(6))""", [
-            (e.data["id"], e.data["user_id"], e.data["event_id"], e.data.get("organizer_id"),
-             e.data["amount_minor"], e.data["currency"], json.dumps(e.data["seats"]),
-             naive_utc(e.data["expires_at"])) for e in created])
-        outcomes = {e.id: "order_opened" for e in created}
+            (r.id, r.user_id, r.event_id, r.organizer_id, r.amount_minor, r.currency, json.dumps(r.seats),
+             naive_utc(r.expires_at)) for _, r in created])
+        outcomes = {event_id: "order_opened" for event_id, _ in created}
         if not created:
             return outcomes
         # Holds released before their order arrived (release_check answered for an unknown
         # order): the order opens cancelled, so no payment can ever start on it.
-        ids = [e.data["id"] for e in created]
+        ids = [r.id for _, r in created]
         released = {r["order_id"] for r in await fetchall(
             conn, f"SELECT order_id FROM released_holds WHERE order_id IN ({_marks(ids)}) FOR UPDATE", ids)}
         if released:
@@ -116,7 +124,7 @@ class Inbox:
             await execute(conn, "UPDATE orders SET status = 'cancelled', updated_at = NOW(6)"
                                 f" WHERE status = 'pending' AND id IN ({_marks(gone)})", gone)
             await execute(conn, f"DELETE FROM released_holds WHERE order_id IN ({_marks(gone)})", gone)
-            outcomes.update({e.id: "order_opened_released" for e in created if e.data["id"] in released})
+            outcomes.update({event_id: "order_opened_released" for event_id, r in created if r.id in released})
         return outcomes
 
     @staticmethod
@@ -164,3 +172,19 @@ class Inbox:
         for order_id in order_ids:
             answers[order_id] = await self.db.transaction(lambda c, o=order_id: decide(c, o), idempotent=True)
         return answers
+
+
+def _read(stream: str, fresh: Sequence[Event]) -> tuple[dict[str, contract.Payload], dict[str, str]]:
+    """Each event's typed payload; an event that does not fit its schema is recorded as malformed
+    (and logged) instead of blocking the stream forever, and an unknown type is only noted."""
+    payloads: dict[str, contract.Payload] = {}
+    outcomes: dict[str, str] = {}
+    for e in fresh:
+        try:
+            payloads[e.id] = contract.parse(e.type, e.data)
+        except KeyError:
+            outcomes[e.id] = "noted"
+        except contract.MalformedEvent as exc:
+            log.error("malformed_event", stream=stream, seq=e.seq, event_id=e.id, type=e.type, reason=str(exc))
+            outcomes[e.id] = "malformed"
+    return payloads, outcomes

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiomysql
 
+from deploy.runtime import events
 from deploy.runtime.ids import uuid7
 from deploy.runtime.mysql import MariaDB, execute, fetchall, fetchone, fetchval
 from deploy.runtime.times import rfc3339
@@ -28,6 +29,7 @@ class Outbox:
         Call it LAST, just before commit: the stream_heads row lock it takes serialises every
         writer of the stream until commit, so anything after it is time all of them wait.
         """
+        data = events.validated(kind, data)  # the contract every consumer reads (deploy/runtime/events.py)
         await execute(conn, "UPDATE stream_heads SET last_seq = LAST_INSERT_ID(last_seq + 1) WHERE stream = %s",
                       (OUT_STREAM,))
         seq = await fetchval(conn, "SELECT LAST_INSERT_ID()")

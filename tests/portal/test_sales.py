@@ -5,8 +5,8 @@ import pytest
 from portal_consumer.sales import Ask, Done, UnexpectedAnswer, Unprocessable, decide
 from portal_consumer.store import Notification
 
-PAID = {"order_id": "o1", "reservation_id": "r1", "user_id": "u1", "amount_minor": 5000, "currency": "EUR",
-        "seats": [{"label": "A-1-1"}], "tickets": [{"id": "t1"}]}
+PAID = {"order_id": "o1", "reservation_id": "r1", "user_id": "u1", "event_id": "e1", "amount_minor": 5000,
+        "currency": "EUR", "payment_id": "p1", "seats": [{"label": "A-1-1"}], "tickets": [{"id": "t1"}]}
 SUMMARY = {"order_id": "o1", "reservation_id": "r1", "amount_minor": 5000, "currency": "EUR",
            "seats": ["A-1-1"], "tickets": ["t1"]}
 
@@ -53,7 +53,9 @@ def test_a_refund_releases_the_seats_and_tells_the_buyer_unless_the_hold_was_los
 
 
 def test_a_declined_payment_is_noted_and_unknown_events_ignored_without_asking_anyone():
-    assert decide("payment.failed", {"order_id": "o1", "user_id": "u1", "reason": "card_declined"}, {}) == Done(
+    failed = {k: PAID[k] for k in ("order_id", "reservation_id", "user_id", "event_id", "amount_minor", "currency",
+                                   "payment_id")}
+    assert decide("payment.failed", {**failed, "reason": "card_declined"}, {}) == Done(
         "declined_noted", (Notification("u1", "payment_declined", "o1", {"order_id": "o1",
                                                                           "reason": "card_declined"}),))
     assert decide("payment.something_new", {}, {}) == Done("ignored")
