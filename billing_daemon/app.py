@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 from typing import Any
 
 import structlog
@@ -18,7 +16,7 @@ from billing_daemon.gateway import MockGateway
 from billing_daemon.payments import Payments
 from billing_daemon.store import BillingStore
 from billing_daemon.streams import make_receiver, make_relay
-from deploy.runtime.aio import Background, keep_running
+from deploy.runtime.aio import Background, every, keep_running, prune_step
 from deploy.runtime.auth import TokenIssuer, TokenVerifier, auth_middleware
 from deploy.runtime.config import require
 from deploy.runtime.http import make_app, start_http
@@ -86,15 +84,11 @@ class BillingDaemon:
         await keep_running("link_receiver", self.receiver.start)
 
     async def _prune(self) -> None:
-        while True:
-            await asyncio.sleep(PRUNE_INTERVAL * random.uniform(0.8, 1.2))
-            try:
-                outbox, keys = await self.store.prune(self.settings.retention_hours, self.settings.idempotency_hours)
-                await self.accounts.prune_revoked()
-                if outbox or keys:
-                    log.info("pruned", outbox_rows=outbox, idempotency_keys=keys)
-            except Exception as exc:
-                log.warning("prune_failed", reason=repr(exc))
+        async def step() -> None:
+            await prune_step(self.store, self.settings.retention_hours, self.settings.idempotency_hours)
+            await self.accounts.prune_revoked()
+
+        await every(PRUNE_INTERVAL, "prune", step, first_wait=True)
 
     async def stop(self) -> None:
         if self._runner is not None:

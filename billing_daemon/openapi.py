@@ -19,8 +19,7 @@ PATHS: dict[str, Any] = {
                         "description": "A retry with the same key returns the first response (never EMAIL_TAKEN "
                                        "for the user it created)."}],
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
-            "type": "object", "required": ["email", "name"],
-            "required": ["email", "name", "password"],
+            "type": "object", "required": ["email", "name", "password"],
             "properties": {"email": {"type": "string"}, "name": {"type": "string"},
                            "password": {"type": "string", "minLength": 10, "maxLength": 256}}}}}},
         "responses": {"201": json_body(ref("User"), "the user"), "400": error("MALFORMED_JSON"),

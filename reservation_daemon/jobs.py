@@ -10,6 +10,7 @@ import random
 
 import structlog
 
+from deploy.runtime.aio import every, prune_step
 from reservation_daemon.config import Settings
 from reservation_daemon.release import ReleaseCheck, sort_holds
 from reservation_daemon.store import ReservationStore
@@ -45,16 +46,8 @@ async def sweep_expired_holds(settings: Settings, store: ReservationStore, check
 
 
 async def prune_old_rows(settings: Settings, store: ReservationStore) -> None:
-    while True:
-        try:
-            outbox, keys = await store.prune(settings.retention_hours, settings.idempotency_hours)
-            if outbox or keys:
-                log.info("pruned", outbox_rows=outbox, idempotency_keys=keys)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("prune_failed", reason=repr(exc))
-        await asyncio.sleep(PRUNE_INTERVAL * random.uniform(0.8, 1.2))
+    await every(PRUNE_INTERVAL, "prune",
+                lambda: prune_step(store, settings.retention_hours, settings.idempotency_hours))
 
 
 SETTLE_INTERVAL = 1.0
@@ -62,11 +55,4 @@ SETTLE_INTERVAL = 1.0
 
 async def settle_seat_counts(store: ReservationStore) -> None:
     """Keep each event's seat counts at a few rows (migration 0004); one replica at a time does the work."""
-    while True:
-        try:
-            await store.settle_seat_counts()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("settle_seat_counts_failed", reason=repr(exc))
-        await asyncio.sleep(SETTLE_INTERVAL * random.uniform(0.8, 1.2))
+    await every(SETTLE_INTERVAL, "settle_seat_counts", store.settle_seat_counts)

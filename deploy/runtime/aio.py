@@ -72,3 +72,31 @@ class Background:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+async def every(interval: float, name: str, step: Callable[[], Awaitable[None]], *, first_wait: bool = False,
+                jitter: float = 0.2) -> None:
+    """Run ``step`` every ``interval`` seconds (± ``jitter``, so replicas do not act in lock-step), forever.
+
+    A failing step is logged as ``<name>_failed`` and tried again next round: housekeeping
+    (pruning, settling counts) must never end because the database blinked.
+    """
+    import random
+
+    if first_wait:
+        await asyncio.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(f"{name}_failed", reason=repr(exc))
+        await asyncio.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
+
+
+async def prune_step(store, retention_hours: float, idempotency_hours: float) -> None:
+    """One round of pruning a daemon's store: acknowledged outbox rows past retention, old Idempotency-Keys."""
+    outbox, keys = await store.prune(retention_hours, idempotency_hours)
+    if outbox or keys:
+        log.info("pruned", outbox_rows=outbox, idempotency_keys=keys)

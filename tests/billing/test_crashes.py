@@ -164,11 +164,12 @@ async def test_two_billing_replicas_behave_as_one_and_a_standby_takes_over_the_r
 async def test_events_for_unknown_orders_are_recorded_not_crashed_on(pipeline):
     billing = await pipeline.billing()
     unknown = str(uuid.uuid4())
+    about = {"reservation_id": unknown, "event_id": str(uuid.uuid4()), "user_id": "u", "seat_ids": []}
     events = [
         Event(1, str(uuid.uuid4()), "reservation.cancelled", "tests", "2026-11-24T00:00:00Z",
-              {"reservation_id": unknown}),
+              {**about, "cancelled_at": "2026-11-24T00:00:00Z"}),
         Event(2, str(uuid.uuid4()), "reservation.confirmed", "tests", "2026-11-24T00:00:00Z",
-              {"reservation_id": unknown}),
+              {**about, "amount_minor": 100, "currency": "EUR", "confirmed_at": "2026-11-24T00:00:00Z"}),
         Event(3, str(uuid.uuid4()), "something.new", "tests", "2026-11-24T00:00:00Z", {}),
     ]
     source = ListSource(events)

@@ -1,6 +1,5 @@
 """The whole pipeline through HTTP only: happy path, stalls past the hold TTL, refunds, poison messages."""
 
-import asyncio
 import json
 import time
 import uuid

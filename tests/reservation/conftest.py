@@ -109,7 +109,7 @@ async def create_event(api: ApiClient, sections=None, name="Concert") -> dict:
 async def seats_of(api: ApiClient, event_id: str, status: str | None = None) -> list[dict]:
     """Every seat of the event (following the pages)."""
     seats: list[dict] = []
-    query = f"?limit=5000" + (f"&status={status}" if status else "")
+    query = "?limit=5000" + (f"&status={status}" if status else "")
     while True:
         reply = await api.get(f"/api/events/{event_id}/seats{query}" + (f"&after={seats[-1]['id']}" if seats else ""))
         assert reply.status == 200, reply.body
