@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (Rate, check_link_receiver, check_link_sender, fraction, host_list,
-                                   http_keepalive_setting, http_request_timeout_setting, idempotency_hours_setting,
-                                   instance_setting, link_handshake_timeout_setting,
-                                   link_max_pending_per_address_setting, link_max_pending_setting,
-                                   link_secret_setting, link_tls_ca_setting, link_tls_cert_setting,
-                                   link_tls_key_setting, link_tls_server_name_setting, link_window_setting, load,
-                                   log_level_setting, logins_per_address_setting, logins_per_email_setting,
+from deploy.runtime.config import (ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreSettings, Rate, check_link_receiver, check_link_sender, fraction, host_list,
+                                   load,
+                                   logins_per_address_setting, logins_per_email_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
-                                   rate_limits_enabled_setting, relay_lock_retry_setting, retention_hours_setting,
-                                   setting, token_public_keys_setting)
+                                   rate_limits_enabled_setting, setting, token_public_keys_setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -21,7 +16,7 @@ def optional_int(raw: str) -> int | None:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreSettings):
     http_host: str = setting("TICKETFLOW_BILLING_HOST", "127.0.0.1", str, "HTTP listen address")
     http_port: int = setting("TICKETFLOW_BILLING_PORT", 8084, port, "HTTP listen port")
     mariadb_dsn: str = setting("TICKETFLOW_MARIADB_DSN", "mysql://ticketflow:ticketflow@127.0.0.1:17306/ticketflow",
@@ -34,18 +29,8 @@ class Settings:
                                "the bridge's stream receiver; several as host1[:port],host2[:port],... are tried "
                                "in turn")
     bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
-    link_secret: bytes = link_secret_setting()
-    link_window: int = link_window_setting()
-    link_handshake_timeout: float = link_handshake_timeout_setting()
-    link_max_pending: int = link_max_pending_setting()
-    link_max_pending_per_address: int = link_max_pending_per_address_setting()
-    link_tls_cert: str = link_tls_cert_setting()
-    link_tls_key: str = link_tls_key_setting()
-    link_tls_ca: str = link_tls_ca_setting()
-    link_tls_server_name: str = link_tls_server_name_setting()
     relay_poll: float = setting("TICKETFLOW_BILLING_RELAY_POLL_SECONDS", 0.25, positive_float,
                                 "outbox poll interval (MariaDB has no LISTEN; local writes wake the relay at once)")
-    relay_lock_retry: float = relay_lock_retry_setting()
     payment_success_rate: float = setting("TICKETFLOW_PAYMENT_SUCCESS_RATE", 1.0, fraction,
                                           "share of mock charges approved")
     payment_seed: int | None = setting("TICKETFLOW_PAYMENT_SEED", None, optional_int,
@@ -72,16 +57,10 @@ class Settings:
     token_public_keys: str = token_public_keys_setting()
     token_ttl: float = setting("TICKETFLOW_TOKEN_TTL_SECONDS", 900.0, positive_float,
                                "lifetime of a login token; other daemons honour a logout when it ends")
-    retention_hours: float = retention_hours_setting()
-    idempotency_hours: float = idempotency_hours_setting()
     rate_limit: int = rate_limit_setting()
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     logins_per_address: Rate = logins_per_address_setting()
     logins_per_email: Rate = logins_per_email_setting()
-    http_request_timeout: float = http_request_timeout_setting()
-    http_keepalive: float = http_keepalive_setting()
-    instance: str = instance_setting()
-    log_level: str = log_level_setting()
 
     def __post_init__(self) -> None:
         check_link_receiver(self, "TICKETFLOW_BILLING_LINK_LISTEN_HOST", self.link_host)

@@ -4,34 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, check_link_receiver,
-                                   http_keepalive_setting, http_request_timeout_setting, instance_setting,
-                                   link_handshake_timeout_setting, link_max_pending_per_address_setting,
-                                   link_max_pending_setting, link_secret_setting, link_tls_cert_setting,
-                                   link_tls_key_setting, log_level_setting, port, positive_float, setting)
+from deploy.runtime.config import (ServiceSettings, LinkReceiverSettings, amqp_prefix_setting, amqp_url_setting, check_link_receiver,
+                                   port, positive_float, setting)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings, LinkReceiverSettings):
     http_host: str = setting("TICKETFLOW_BRIDGE_HOST", "127.0.0.1", str, "HTTP (health) listen address")
     http_port: int = setting("TICKETFLOW_BRIDGE_PORT", 8085, port, "HTTP port for /health and /ready")
     link_host: str = setting("TICKETFLOW_BRIDGE_LINK_LISTEN_HOST", "127.0.0.1", str,
                              "where the payments stream is received")
     link_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "port of the payments stream receiver")
-    link_secret: bytes = link_secret_setting()
-    link_handshake_timeout: float = link_handshake_timeout_setting()
-    link_max_pending: int = link_max_pending_setting()
-    link_max_pending_per_address: int = link_max_pending_per_address_setting()
-    link_tls_cert: str = link_tls_cert_setting()
-    link_tls_key: str = link_tls_key_setting()
     amqp_url: str = amqp_url_setting()
     amqp_prefix: str = amqp_prefix_setting()
     confirm_timeout: float = setting("TICKETFLOW_BRIDGE_CONFIRM_TIMEOUT_SECONDS", 10.0, positive_float,
                                      "how long to wait for RabbitMQ's confirms of a batch")
-    http_request_timeout: float = http_request_timeout_setting()
-    http_keepalive: float = http_keepalive_setting()
-    instance: str = instance_setting()
-    log_level: str = log_level_setting()
 
     def __post_init__(self) -> None:
         check_link_receiver(self, "TICKETFLOW_BRIDGE_LINK_LISTEN_HOST", self.link_host)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (amqp_prefix_setting, amqp_url_setting, http_keepalive_setting,
-                                   http_request_timeout_setting, instance_setting, log_level_setting, port,
+from deploy.runtime.config import (ServiceSettings, amqp_prefix_setting, amqp_url_setting, port,
                                    positive_float, positive_int, service_token_setting, setting,
                                    token_public_keys_setting)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings):
     http_host: str = setting("TICKETFLOW_PORTAL_HOST", "127.0.0.1", str, "HTTP listen address")
     http_port: int = setting("TICKETFLOW_PORTAL_PORT", 8086, port, "HTTP port (notifications, probes)")
     pg_dsn: str = setting("TICKETFLOW_PORTAL_PG_DSN", "postgresql://ticketflow:ticketflow@127.0.0.1:17432/ticketflow",
@@ -36,7 +35,3 @@ class Settings:
                            "POST each notification here as JSON (retried with backoff); unset: log only")
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
-    http_request_timeout: float = http_request_timeout_setting()
-    http_keepalive: float = http_keepalive_setting()
-    instance: str = instance_setting()
-    log_level: str = log_level_setting()

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (Rate, check_link_sender, holds_per_address_setting, holds_per_subject_setting,
-                                   host_list, http_keepalive_setting, http_request_timeout_setting,
-                                   idempotency_hours_setting, instance_setting, link_handshake_timeout_setting,
-                                   link_secret_setting, link_tls_ca_setting, link_tls_server_name_setting,
-                                   link_window_setting, load, log_level_setting, port, positive_float, positive_int,
-                                   rate_limit_setting, rate_limits_enabled_setting, relay_lock_retry_setting,
-                                   retention_hours_setting, service_token_setting, setting,
+from deploy.runtime.config import (ServiceSettings, LinkSenderSettings, StoreSettings, Rate, check_link_sender, holds_per_address_setting, holds_per_subject_setting,
+                                   host_list, load, port, positive_float, positive_int,
+                                   rate_limit_setting, rate_limits_enabled_setting, service_token_setting, setting,
                                    token_public_keys_setting)
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(ServiceSettings, LinkSenderSettings, StoreSettings):
     http_host: str = setting("TICKETFLOW_RESERVATION_HOST", "127.0.0.1", str, "HTTP listen address")
     http_port: int = setting("TICKETFLOW_RESERVATION_PORT", 8083, port, "HTTP listen port")
     pg_dsn: str = setting("TICKETFLOW_PG_DSN", "postgresql://ticketflow:ticketflow@127.0.0.1:17432/ticketflow", str,
@@ -31,16 +27,8 @@ class Settings:
                                 "billing's stream receiver; several replicas as host1[:port],host2[:port],... "
                                 "are tried in turn")
     billing_port: int = setting("TICKETFLOW_BILLING_LINK_PORT", 7001, port, "billing's stream receiver port")
-    link_secret: bytes = link_secret_setting()
-    link_window: int = link_window_setting()
-    link_handshake_timeout: float = link_handshake_timeout_setting()
-    link_tls_ca: str = link_tls_ca_setting()
-    link_tls_server_name: str = link_tls_server_name_setting()
     relay_poll: float = setting("TICKETFLOW_RELAY_POLL_SECONDS", 1.0, positive_float,
                                 "outbox poll interval when LISTEN/NOTIFY is quiet")
-    relay_lock_retry: float = relay_lock_retry_setting()
-    retention_hours: float = retention_hours_setting()
-    idempotency_hours: float = idempotency_hours_setting()
     rate_limit: int = rate_limit_setting()
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
@@ -52,10 +40,6 @@ class Settings:
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     holds_per_subject: Rate = holds_per_subject_setting()
     holds_per_address: Rate = holds_per_address_setting()
-    http_request_timeout: float = http_request_timeout_setting()
-    http_keepalive: float = http_keepalive_setting()
-    instance: str = instance_setting()
-    log_level: str = log_level_setting()
 
     def __post_init__(self) -> None:
         check_link_sender(self, "TICKETFLOW_BILLING_LINK_HOST", self.billing_host, self.billing_port)

@@ -399,3 +399,52 @@ def require(settings: Any, field_name: str, why: str) -> None:
     field = next(f for f in dataclasses.fields(settings) if f.name == field_name)
     if not getattr(settings, field_name):
         raise ConfigError(field.metadata["env"], "", f"required: {why}")
+
+
+# --- groups of settings, declared once ---------------------------------------------------
+# A daemon's Settings subclasses the groups it needs (dataclass inheritance), so a group's
+# variables mean the same thing, with the same default and help, wherever they appear.
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """What every daemon has: its name, its log level, its HTTP server's patience."""
+
+    http_request_timeout: float = http_request_timeout_setting()
+    http_keepalive: float = http_keepalive_setting()
+    instance: str = instance_setting()
+    log_level: str = log_level_setting()
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSecretSettings:
+    link_secret: bytes = link_secret_setting()
+    link_handshake_timeout: float = link_handshake_timeout_setting()
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSenderSettings(LinkSecretSettings):
+    """A daemon that relays its outbox over a link (reservation, billing)."""
+
+    link_window: int = link_window_setting()
+    link_tls_ca: str = link_tls_ca_setting()
+    link_tls_server_name: str = link_tls_server_name_setting()
+    relay_lock_retry: float = relay_lock_retry_setting()
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkReceiverSettings(LinkSecretSettings):
+    """A daemon that receives a link (billing, bridge)."""
+
+    link_max_pending: int = link_max_pending_setting()
+    link_max_pending_per_address: int = link_max_pending_per_address_setting()
+    link_tls_cert: str = link_tls_cert_setting()
+    link_tls_key: str = link_tls_key_setting()
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreSettings:
+    """A daemon with an outbox and Idempotency-Keys to prune."""
+
+    retention_hours: float = retention_hours_setting()
+    idempotency_hours: float = idempotency_hours_setting()
