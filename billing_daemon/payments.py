@@ -162,7 +162,7 @@ class Payments:
             with self.in_flight.track(attempt["id"]):
                 result = await self._gateway("charge", self.gateway.charge(
                     attempt["id"], attempt["amount_minor"], attempt["currency"]))
-                return (await self._settle(attempt, result, key)).result
+                return (await self.settle(attempt, result, key)).result
 
     async def refund(self, order_id: str, reason: str, actor: str | None = None) -> Ok:
         """Refund a paid order at the gateway, then record it (refund row, tickets void, event)."""
@@ -174,7 +174,7 @@ class Payments:
                 attempt["id"], attempt["amount_minor"], attempt["currency"]))
         return await self.store.refund(order_id, reason, actor, attempt=attempt, gateway_ref=gateway_ref)
 
-    async def _settle(self, attempt: dict[str, Any], result: ChargeResult | None,
+    async def settle(self, attempt: dict[str, Any], result: ChargeResult | None,
                       key: Key | None) -> Settled:
         settled = await self.store.finish(attempt, result, key)
         if settled.refund_due:
@@ -205,7 +205,7 @@ class Payments:
                 continue
             with self.in_flight.track(attempt["id"]):
                 status = await self._gateway("status", self.gateway.status(attempt["id"]))
-                settled = await self._settle(attempt, status.as_charge(), None)
+                settled = await self.settle(attempt, status.as_charge(), None)
             resolved += 1
             log.info("payment_resolved", payment_id=attempt["id"], order_id=attempt["order_id"],
                      gateway=status.state, answer=self._status(settled.result),

@@ -11,6 +11,7 @@ import asyncpg
 from deploy.runtime.ids import uuid7
 from deploy.runtime.migrations import migrate_postgres
 from deploy.runtime.pg import Database
+from deploy.runtime.times import rfc3339
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,7 @@ class PortalStore:
             " WHERE ($1::text IS NULL OR user_id = $1) ORDER BY created_at DESC LIMIT $2", user_id, limit),
             idempotent=True)
         return [{**dict(r), "id": str(r["id"]),
-                 "created_at": r["created_at"].isoformat().replace("+00:00", "Z"),
-                 "delivered_at": r["delivered_at"].isoformat().replace("+00:00", "Z") if r["delivered_at"] else None}
+                 "created_at": rfc3339(r["created_at"]), "delivered_at": rfc3339(r["delivered_at"])}
                 for r in rows]
 
     async def due_deliveries(self, limit: int = 100) -> list[dict[str, Any]]:

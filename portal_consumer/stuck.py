@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from deploy.runtime.times import rfc3339
 
 log = structlog.get_logger("portal.stuck")
 
@@ -79,6 +80,6 @@ class StuckMessages:
         now, wall = self.clock(), self.wall()
         out = []
         for entry in sorted(self._stuck.values(), key=lambda e: e.since):
-            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(wall - (now - entry.since)))
+            since = rfc3339(wall - (now - entry.since))
             out.append({**self._fields(entry, now), "stuck_since": since})
         return out

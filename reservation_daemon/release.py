@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog
 
 from deploy.runtime.peer import Peer, PeerUnavailable
+from deploy.runtime.times import rfc3339
 
 log = structlog.get_logger("reservation.release")
 
@@ -90,7 +90,6 @@ class ReleaseCheck:
         """For /ready: ``ok``, or since when billing could not be asked and how often it failed."""
         if self.unreachable_since is None:
             return {"state": "ok"}
-        since = datetime.fromtimestamp(self.unreachable_since, timezone.utc)
-        return {"state": "billing_unreachable", "since": since.isoformat().replace("+00:00", "Z"),
+        return {"state": "billing_unreachable", "since": rfc3339(self.unreachable_since),
                 "seconds": round(self.clock() - self.unreachable_since, 1), "failed_calls": self.failed_calls,
                 "last_error": self.last_error}

@@ -204,7 +204,8 @@ async def test_two_receivers_applying_one_stream_at_once_apply_each_event_once(p
     def created(seq: int) -> Event:
         return Event(seq, f"evt-{seq}", "reservation.created", "tests", "2026-11-24T00:00:00Z", {
             "id": str(uuid.UUID(int=seq)), "user_id": "u", "event_id": str(uuid.UUID(int=0)), "amount_minor": 100,
-            "currency": "EUR", "seats": [], "expires_at": "2027-01-01T00:00:00Z"})
+            "currency": "EUR", "seats": [], "status": "held", "created_at": "2026-11-24T00:00:00Z",
+            "expires_at": "2027-01-01T00:00:00Z"})
 
     stream = [created(seq) for seq in range(1, 301)]
     stores = [BillingStore(MariaDB(pipeline.maria_dsn, max_size=4)) for _ in range(2)]

@@ -43,8 +43,8 @@ class Billing:
         order_id = str(uuid.uuid4())
         await self.event("reservation.created", {
             "id": order_id, "user_id": "buyer", "event_id": str(uuid.uuid4()), "amount_minor": amount_minor,
-            "currency": "EUR", "seats": [{"id": str(uuid.uuid4()), "label": "A-1"}],
-            "expires_at": "2099-01-01T00:00:00Z"})
+            "currency": "EUR", "seats": [{"id": str(uuid.uuid4()), "label": "A-1"}], "status": "held",
+            "created_at": "2027-01-01T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"})
         return order_id
 
     async def event(self, kind: str, data: dict) -> None:
@@ -98,7 +98,9 @@ async def test_a_hold_released_during_the_charge_is_refunded_at_the_gateway_once
     order_id = await a.open_order(amount_minor=4200)
     paying = asyncio.create_task(a.pay(order_id, "k"))
     await wait_until(lambda: charged(a), 10, "the charge reaching the gateway")
-    await a.event("reservation.cancelled", {"reservation_id": order_id})  # the hold is released meanwhile
+    await a.event("reservation.cancelled", {"reservation_id": order_id, "event_id": str(uuid.uuid4()),
+                                            "user_id": "buyer", "seat_ids": [],
+                                            "cancelled_at": "2027-01-01T00:00:00Z"})  # the hold is released meanwhile
     # The same path twice at once: replica b resolves the overdue attempt while a's request finishes it.
     await wait_until(lambda: b.payments.resolve_once(), 10, "replica b resolving the overdue attempt")
     status, body = await paying
@@ -113,7 +115,7 @@ async def test_a_hold_released_during_the_charge_is_refunded_at_the_gateway_once
     # And once more, after the fact: a retry of the same key, and the recording path run again.
     assert await a.pay(order_id, "k") == (status, body)
     attempt = (await maria(a, "SELECT id, order_id, amount_minor, currency FROM payment_attempts"))[0]
-    again = await a.payments._settle(attempt, await a.gateway.charge(attempt["id"], 4200, "EUR"), None)
+    again = await a.payments.settle(attempt, await a.gateway.charge(attempt["id"], 4200, "EUR"), None)
     assert not again.refund_due
     assert len(ledger(a, "refund")) == 1 and len(ledger(a, "charge")) == 1
     events = await maria(a, "SELECT type, data FROM outbox ORDER BY seq")
@@ -165,7 +167,7 @@ async def test_a_charge_that_lands_after_its_attempt_was_given_up_is_refunded(re
                                            owner="dead-process")
     await a.payments.resolve_once()  # the gateway had not seen it yet: failed
     late = await a.gateway.charge(attempt["id"], attempt["amount_minor"], attempt["currency"])  # ...then it landed
-    settled = await a.payments._settle(attempt, late, None)
+    settled = await a.payments.settle(attempt, late, None)
     assert response(settled.result)[0] == 402
     assert [(r["attempt_id"], r["amount_minor"]) for r in ledger(a, "refund")] == [(attempt["id"], 2500)]
     order = await a.store.orders.get_order(order_id)

@@ -22,7 +22,7 @@ def test_a_stuck_message_is_logged_when_it_starts_then_periodically_then_when_it
         assert stuck.summary() == {"count": 1, "oldest_seconds": 60.0}
         [listed] = stuck.listing()
         assert listed["message_id"] == "m-1" and listed["attempts"] == 51
-        assert listed["stuck_since"] == "2027-01-15T07:59:00Z"
+        assert listed["stuck_since"] == "2027-01-15T07:59:00.000000Z"
         stuck.done("m-1", "processed")
         stuck.done("m-1", "processed")  # twice is harmless
     assert [e["event"] for e in logs] == ["message_stuck", "message_still_stuck", "message_unstuck"]
