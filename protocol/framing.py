@@ -49,6 +49,8 @@ def decode_body(body: bytes) -> dict[str, Any]:
                             f"body is not valid msgpack ({type(exc).__name__}: {str(exc)[:80]})") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"body is a {type(message).__name__}, not a map")
+    if not all(type(key) is str for key in message):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "body has a map key that is not a string")
     if not isinstance(message.get("type"), str):
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, "body has no string 'type' field")
     return message

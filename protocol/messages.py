@@ -145,11 +145,18 @@ def _nonce(body: dict[str, Any]) -> int:
 _PLAIN = (str, int, float, bytes, bool, type(None))
 
 
+def _check_keys(value: dict[Any, Any], where: str) -> None:
+    # msgpack's strict_map_key still lets bin keys through; the protocol allows only str.
+    if not all(type(key) is str for key in value):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{where} has a map key that is not a string")
+
+
 def _check_data(value: Any) -> None:
     """``event.data`` holds only nil, bool, int, float, str, bin, arrays and string-keyed maps.
 
-    The decoder already refuses non-string keys and extension types other than
-    msgpack's timestamp (-1), which it hands over as an object: refuse that here.
+    The decoder already refuses keys other than str and bin, and extension types
+    other than msgpack's timestamp (-1), which it hands over as an object:
+    refuse bin keys and timestamps here.
     """
     if isinstance(value, _PLAIN):
         return
@@ -157,6 +164,7 @@ def _check_data(value: Any) -> None:
         for item in value:
             _check_data(item)
     elif isinstance(value, dict):
+        _check_keys(value, "event.data")
         for item in value.values():
             _check_data(item)
     else:
@@ -169,6 +177,7 @@ def from_wire(body: dict[str, Any]) -> Message:
     if kind == "event":
         seq = _seq(body, "seq", 1)
         envelope = _field(body, "event", dict)
+        _check_keys(envelope, "event")
         event_id = _field(envelope, "id", str)
         if not event_id:
             raise ProtocolError(ErrorCode.MALFORMED_FRAME, "event.id must not be empty (it is the idempotency key)")
