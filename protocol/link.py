@@ -22,7 +22,6 @@ from protocol.framing import DEFAULT_MAX_FRAME_SIZE
 from protocol.session import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
                               DEFAULT_WINDOW, Failed, HeartbeatTimeout, PeerError, ReceiverSession,
                               SenderSession, SessionEvent)
-from protocol.session import PendingLimit  # noqa: F401 (the receiver's admission rule lives in the session module)
 
 READ_CHUNK = 1 << 16
 # The stream reader's buffer bound (it stops reading the socket past twice this); the

@@ -8,7 +8,6 @@ import msgpack
 import pytest
 import structlog
 
-from protocol.errors import ErrorCode
 from protocol.framing import FrameDecoder, encode_frame
 from protocol.link import LinkSettings
 from protocol.receiver import Receiver

@@ -12,11 +12,11 @@ SECRET = b"k" * 32
 T0 = 100.0  # the fake clock: sessions are given time, they never read it
 
 
-def Sender(*args, **kwargs) -> SenderSession:  # noqa: N802 (reads like the class it builds)
+def Sender(*args, **kwargs) -> SenderSession:
     return SenderSession(*args, now=T0, **kwargs)
 
 
-def Receiver(*args, **kwargs) -> ReceiverSession:  # noqa: N802
+def Receiver(*args, **kwargs) -> ReceiverSession:
     return ReceiverSession(*args, now=T0, **kwargs)
 
 

@@ -72,7 +72,7 @@ def test_sending_events_postpones_the_ping():
 
 
 def test_the_receiver_answers_pings_but_never_pings_itself():
-    s, r = connected()
+    _, r = connected()
     for t in range(1, 15):
         assert r.handle_timer(T0 + t) == []
         assert r.data_to_send() == b""
@@ -90,7 +90,7 @@ def test_an_idle_link_stays_up_on_heartbeats_for_an_hour():
 
 
 def test_a_sender_whose_receiver_goes_silent_times_out_with_an_error_frame():
-    s, r = connected()
+    s, _ = connected()
     now = T0
     sent = []
     while s.state is State.STREAMING:  # the receiver hears the pings but its pongs are lost
@@ -114,7 +114,7 @@ def test_a_receiver_drops_a_silent_sender_at_the_timeout():
 
 
 def test_any_frame_from_the_peer_resets_its_silence():
-    s, r = connected()
+    _, r = connected()
     r.receive_data(encode_frame({"type": "ping", "nonce": 7}), T0 + 10)
     assert r.next_deadline() == T0 + 10 + TIMEOUT
     assert r.handle_timer(T0 + TIMEOUT + 1) == []
@@ -138,8 +138,8 @@ def test_a_receiver_closes_a_peer_that_never_says_hello_with_heartbeat_timeout()
 
 
 def test_the_handshake_deadline_is_not_moved_by_a_chatty_peer():
-    s, r = sender(), receiver()
-    r.receive_data(s.data_to_send(), T0 + 4)  # hello, late
+    r = receiver()
+    r.receive_data(sender().data_to_send(), T0 + 4)  # hello, late
     assert r.next_deadline() == T0 + HANDSHAKE  # still measured from the connection
     assert isinstance(r.handle_timer(T0 + HANDSHAKE)[0], HeartbeatTimeout)
 
