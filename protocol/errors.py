@@ -31,10 +31,11 @@ class ProtocolError(Exception):
 
 
 # Refusals that retrying cannot cure without an operator (PROTOCOL.md section 7): a sender
-# backs off straight to its cap and logs them at error level.
+# backs off straight to its cap and logs them at error level. FRAME_TOO_LARGE is one: the
+# stream is gap-free, so the next attempt would carry the same too-large event again.
 PERMANENT = frozenset({ErrorCode.AUTH_FAILED.value, ErrorCode.UNKNOWN_STREAM.value,
                        ErrorCode.UNSUPPORTED_VERSION.value, ErrorCode.POSITION_AHEAD.value,
-                       ErrorCode.POSITION_BEHIND_RETENTION.value})
+                       ErrorCode.POSITION_BEHIND_RETENTION.value, ErrorCode.FRAME_TOO_LARGE.value})
 
 
 class BehindRetention(ProtocolError):

@@ -29,16 +29,28 @@ def encode_frame(message: dict[str, Any], max_frame_size: int = DEFAULT_MAX_FRAM
     return _PREFIX.pack(len(body)) + body
 
 
+def _no_extensions(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not allowed")
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
-    """One frame body → its message map; every failure is MALFORMED_FRAME."""
+    """One frame body → its message map; every failure is MALFORMED_FRAME.
+
+    Map keys must be strings at every depth (``event.data`` included) and no
+    msgpack extension type may appear (PROTOCOL.md section 2).
+    """
     try:
-        message = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
+        message = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True, ext_hook=_no_extensions,
+                                  timestamp=0)
     except msgpack.ExtraData:
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, "trailing bytes after the message") from None
     except Exception as exc:  # msgpack raises many types for bad input
-        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"body is not valid msgpack ({type(exc).__name__})") from None
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME,
+                            f"body is not valid msgpack ({type(exc).__name__}: {str(exc)[:80]})") from None
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"body is a {type(message).__name__}, not a map")
+    if not all(type(key) is str for key in message):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, "body has a map key that is not a string")
     if not isinstance(message.get("type"), str):
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, "body has no string 'type' field")
     return message

@@ -1,19 +1,27 @@
-"""What the asyncio adapters share: link settings and the per-connection plumbing."""
+"""What the asyncio adapters share: link settings and the per-connection byte mover.
+
+The adapters hold no protocol rule: a :class:`Connection` feeds the bytes it
+reads to the session, calls the session's timer at its deadline, writes what
+the session queued, and turns a terminal session event into an exception for
+its owner (:mod:`protocol.sender`, :mod:`protocol.receiver`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
 import time
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
-from deploy.runtime.aio import within
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.aio import within
+from protocol.errors import ProtocolError, RemoteError
 from protocol.framing import DEFAULT_MAX_FRAME_SIZE
-from protocol.session import DEFAULT_WINDOW, _Session
+from protocol.session import (DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HEARTBEAT_TIMEOUT,
+                              DEFAULT_WINDOW, Failed, HeartbeatTimeout, PeerError, ReceiverSession,
+                              SenderSession, SessionEvent)
 
 READ_CHUNK = 1 << 16
 # The stream reader's buffer bound (it stops reading the socket past twice this); the
@@ -31,10 +39,10 @@ class LinkSettings:
     node: str
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     window: int = DEFAULT_WINDOW
-    heartbeat_interval: float = 5.0
-    heartbeat_timeout: float = 15.0
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # sender: ping after this long without sending
+    heartbeat_timeout: float = DEFAULT_HEARTBEAT_TIMEOUT  # either side: drop a peer silent this long
     connect_timeout: float = 5.0
-    handshake_timeout: float = 5.0  # a connection that has not finished the handshake by then is closed
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT  # a connection not through the handshake by then is closed
     ssl: ssl.SSLContext | None = None
     server_name: str | None = None  # sender with TLS: the name the certificate must carry (default: the host)
     max_pending: int = DEFAULT_MAX_PENDING  # receiver: connections not yet authenticated, in all
@@ -56,89 +64,64 @@ def client_tls(ca: str) -> ssl.SSLContext:
     return context
 
 
-class PendingLimit:
-    """Admission of connections that have not authenticated yet, in all and per remote address.
-
-    Sans-IO: the receiver asks :meth:`admit` when a connection arrives and calls
-    :meth:`release` once it has authenticated or closed. A refused connection is
-    closed at once, so a flood costs a socket and a refusal, not a session.
-    """
-
-    def __init__(self, total: int, per_address: int) -> None:
-        self.total = total
-        self.per_address = per_address
-        self.pending: Counter[str] = Counter()
-        self.refused = 0
-
-    @property
-    def count(self) -> int:
-        return sum(self.pending.values())
-
-    def admit(self, address: str) -> bool:
-        if self.count >= self.total or self.pending[address] >= self.per_address:
-            self.refused += 1
-            return False
-        self.pending[address] += 1
-        return True
-
-    def release(self, address: str) -> None:
-        self.pending[address] -= 1
-        if self.pending[address] <= 0:
-            del self.pending[address]
-
-
 class Connection:
-    """A session bound to a stream pair, with the last time the peer was heard from."""
+    """A session bound to a stream pair: moves bytes, runs the session's timer, nothing else."""
 
-    def __init__(self, session: _Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, session: SenderSession | ReceiverSession, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
         self.reader = reader
         self.writer = writer
-        self.last_heard = time.monotonic()
-        self.last_written = time.monotonic()
+        self.clock = clock
         peer = writer.get_extra_info("peername")
         self.address = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     def flush(self) -> None:
-        """Write whatever the session queued (events, acks, pongs, errors)."""
+        """Write whatever the session queued (hello, events, acks, pings, pongs, error frames)."""
         data = self.session.data_to_send()
         if data:
             self.writer.write(data)
-            self.last_written = time.monotonic()
 
-    async def read(self) -> list[object]:
-        data = await self.reader.read(READ_CHUNK)
-        if not data:
-            raise ConnectionResetError("peer closed the connection")
-        self.last_heard = time.monotonic()
-        events = self.session.receive_data(data)
-        self.flush()  # pongs go out at once, even while the other side is busy
+    def act(self, events: list[SessionEvent]) -> list[SessionEvent]:
+        """Write what the session queued; raise if ``events`` end the connection, else return them."""
+        self.flush()
+        for event in events:
+            if isinstance(event, PeerError):
+                raise RemoteError(event.code, event.message)
+            if isinstance(event, (Failed, HeartbeatTimeout)):
+                raise event.error
         return events
 
-    async def watchdog(self, interval: float, timeout: float, ping: bool) -> None:
-        """Ping while idle (if ``ping``) and drop a peer silent for ``timeout``."""
-        nonce = 0
+    async def read(self) -> list[SessionEvent]:
+        """The next events: from the peer's bytes, or from the session's timer at its deadline.
+
+        Raises :class:`RemoteError`, :class:`ProtocolError` (its error frame already
+        written) or ``ConnectionResetError`` when the connection ends.
+        """
         while True:
-            now = time.monotonic()
-            silent = now - self.last_heard
-            if silent >= timeout:
-                raise ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, f"peer silent for {silent:.1f}s")
-            if ping and now - self.last_written >= interval:
-                nonce += 1
-                self.session.ping(nonce)
-                self.flush()
-            next_ping = self.last_written + interval - now if ping else interval
-            await asyncio.sleep(max(0.01, min(timeout - silent, next_ping)))
+            deadline = self.session.next_deadline()
+            delay = None if deadline is None else max(0.0, deadline - self.clock())
+            try:
+                async with asyncio.timeout(delay):
+                    data = await self.reader.read(READ_CHUNK)
+            except TimeoutError:
+                events = self.session.handle_timer(self.clock())
+            else:
+                if not data:
+                    raise ConnectionResetError("peer closed the connection")
+                events = self.session.receive_data(data, self.clock())
+            if self.act(events):  # pongs and pings go out at once, even while the owner is busy
+                return events
 
     async def close(self, error: ProtocolError | None = None) -> None:
         """Send the error frame if the socket still allows it, then close."""
-        if error is not None:
-            try:
-                self.session.fail(error.code, error.message)
-                self.flush()
-            except Exception:  # the socket may already be gone; the error frame is best effort
-                pass
+        try:
+            if error is not None:
+                self.session.fail(error.code, error.message)  # a no-op if the session already queued its own
+            self.flush()
+        except Exception:  # the socket may already be gone; the error frame is best effort
+            pass
         self.writer.close()
         try:
             await within(1.0, self.writer.wait_closed())

@@ -12,6 +12,7 @@ SUPPORTED_VERSIONS = (1, 2)
 NONCE_SIZE = 32
 PROOF_SIZE = 32
 MAX_SEQ = (1 << 64) - 1
+MAX_NONCE = (1 << 64) - 1  # a ping nonce is an unsigned 64-bit integer
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,26 +135,68 @@ def _seq(body: dict[str, Any], name: str, minimum: int) -> int:
     return value
 
 
+def _nonce(body: dict[str, Any]) -> int:
+    value = _field(body, "nonce", int)
+    if not 0 <= value <= MAX_NONCE:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{body['type']}.nonce={value} is not an unsigned 64-bit integer")
+    return value
+
+
+_PLAIN = (str, int, float, bytes, bool, type(None))
+
+
+def _check_keys(value: dict[Any, Any], where: str) -> None:
+    # msgpack's strict_map_key still lets bin keys through; the protocol allows only str.
+    if not all(type(key) is str for key in value):
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"{where} has a map key that is not a string")
+
+
+def _check_data(value: Any) -> None:
+    """``event.data`` holds only nil, bool, int, float, str, bin, arrays and string-keyed maps.
+
+    The decoder already refuses keys other than str and bin, and extension types
+    other than msgpack's timestamp (-1), which it hands over as an object:
+    refuse bin keys and timestamps here.
+    """
+    if isinstance(value, _PLAIN):
+        return
+    if isinstance(value, list):
+        for item in value:
+            _check_data(item)
+    elif isinstance(value, dict):
+        _check_keys(value, "event.data")
+        for item in value.values():
+            _check_data(item)
+    else:
+        raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"event.data holds a {type(value).__name__}")
+
+
 def from_wire(body: dict[str, Any]) -> Message:
     """A decoded frame body → a typed message; unknown types are UNEXPECTED_FRAME."""
     kind = body["type"]
     if kind == "event":
         seq = _seq(body, "seq", 1)
         envelope = _field(body, "event", dict)
+        _check_keys(envelope, "event")
+        event_id = _field(envelope, "id", str)
+        if not event_id:
+            raise ProtocolError(ErrorCode.MALFORMED_FRAME, "event.id must not be empty (it is the idempotency key)")
+        data = envelope.get("data")
+        _check_data(data)
         return Event(
             seq=seq,
-            id=_field(envelope, "id", str),
+            id=event_id,
             type=_field(envelope, "type", str),
             source=_field(envelope, "source", str),
             time=_field(envelope, "time", str),
-            data=envelope.get("data"),
+            data=data,
         )
     if kind == "ack":
         return Ack(_seq(body, "seq", 0))
     if kind == "ping":
-        return Ping(_field(body, "nonce", int))
+        return Ping(_nonce(body))
     if kind == "pong":
-        return Pong(_field(body, "nonce", int))
+        return Pong(_nonce(body))
     if kind == "hello":
         version = _field(body, "version", int)
         # Version 1 has no nonce; from version 2 on the sender challenges the receiver too.

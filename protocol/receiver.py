@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import structlog
 
-from deploy.runtime.aio import within
-
 from protocol.errors import PERMANENT, ErrorCode, ProtocolError, RemoteError
-from protocol.link import READ_LIMIT, Connection, LinkSettings, PendingLimit, run_until_first_failure
+from protocol.link import READ_LIMIT, Connection, LinkSettings, run_until_first_failure
 from protocol.messages import Event
-from protocol.session import Authenticated, ReceiverSession
+from protocol.session import Authenticated, EventsReceived, PendingLimit, ReceiverSession
 
 log = structlog.get_logger("protocol.receiver")
 
@@ -89,7 +88,8 @@ class Receiver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         s = self.settings
-        session = ReceiverSession(self.handlers.keys(), s.secret, s.node, s.max_frame_size)
+        session = ReceiverSession(self.handlers.keys(), s.secret, s.node, s.max_frame_size, now=time.monotonic(),
+                                  heartbeat_timeout=s.heartbeat_timeout, handshake_timeout=s.handshake_timeout)
         conn = Connection(session, reader, writer)
         if not self.pending.admit(conn.address):
             # Over the cap of unauthenticated connections: closed before anything is read or kept.
@@ -105,7 +105,7 @@ class Receiver:
         stream = None
         try:
             try:
-                auth = await within(s.handshake_timeout, self._handshake(conn))
+                auth = await self._handshake(conn)  # the session times it out (HEARTBEAT_TIMEOUT)
             finally:
                 self.pending.release(conn.address)
                 pending = False
@@ -113,26 +113,18 @@ class Receiver:
             await self._take_over(stream)
             handler = self.handlers[stream]
             position = await handler.position()
-            session.welcome(position)
+            session.welcome(position, time.monotonic())
             conn.flush()
             self.accepted += 1
             log.info("link_accepted", stream=stream, peer=conn.peer, sender=auth.node, position=position)
-            pending: list[Event] = []
             arrived = asyncio.Event()
-            await run_until_first_failure(
-                self._read_events(conn, pending, arrived),
-                self._apply_batches(conn, handler, pending, arrived, stream),
-                conn.watchdog(s.heartbeat_interval, s.heartbeat_timeout, ping=False),
-            )
+            await run_until_first_failure(self._read_events(conn, arrived), self._apply_batches(conn, handler, arrived))
         except ProtocolError as exc:
             error = exc
             log.warning("link_rejected", stream=stream, peer=conn.peer, code=exc.code.value, reason=exc.message)
         except RemoteError as exc:
             (log.error if exc.code in PERMANENT else log.info)(
                 "link_closed_by_peer", stream=stream, peer=conn.peer, code=exc.code, reason=exc.message)
-        except asyncio.TimeoutError:  # before OSError: since 3.11 it is one
-            error = ProtocolError(ErrorCode.HEARTBEAT_TIMEOUT, "handshake not completed in time")
-            log.warning("link_rejected", peer=conn.peer, code=error.code.value, reason=error.message)
         except (OSError, asyncio.IncompleteReadError) as exc:
             log.info("link_lost", stream=stream, peer=conn.peer, reason=repr(exc))
         except asyncio.CancelledError:
@@ -154,7 +146,6 @@ class Receiver:
             for event in await conn.read():
                 if isinstance(event, Authenticated):
                     return event
-                raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "events before welcome")
 
     async def _take_over(self, stream: str) -> None:
         """Make this connection the only one applying ``stream``."""
@@ -167,25 +158,20 @@ class Receiver:
             # Wait until its apply is finished or rolled back before reading the position.
             await asyncio.gather(previous, return_exceptions=True)
 
-    async def _read_events(self, conn: Connection, pending: list[Event], arrived: asyncio.Event) -> None:
+    async def _read_events(self, conn: Connection, arrived: asyncio.Event) -> None:
         while True:
-            events = await conn.read()
-            if events:
-                pending.extend(e for e in events if isinstance(e, Event))
+            if any(isinstance(event, EventsReceived) for event in await conn.read()):
                 arrived.set()
 
-    async def _apply_batches(
-        self, conn: Connection, handler: StreamHandler, pending: list[Event], arrived: asyncio.Event, stream: str
-    ) -> None:
+    async def _apply_batches(self, conn: Connection, handler: StreamHandler, arrived: asyncio.Event) -> None:
         session = conn.session
         assert isinstance(session, ReceiverSession)
         while True:
             await arrived.wait()
             arrived.clear()
-            while pending:
-                # Everything that arrived while the last batch was committing forms the next batch.
-                batch = pending[: self.max_batch]
-                del pending[: len(batch)]
+            # Everything that arrived while the last batch was committing forms the next batch;
+            # the session hands it out and acks it as soon as it is committed.
+            while batch := session.next_batch(self.max_batch):
                 await handler.apply(batch)
-                session.ack(batch[-1].seq)
+                session.batch_applied(time.monotonic())
                 conn.flush()

@@ -16,8 +16,8 @@ from typing import Any
 
 import structlog
 
-from deploy.runtime.aio import wait_event, within
-from deploy.runtime.backoff import Backoff
+from protocol.aio import wait_event, within
+from protocol.backoff import Backoff
 from protocol.errors import PERMANENT, BehindRetention, ErrorCode, ProtocolError, RemoteError
 from protocol.link import READ_LIMIT, Connection, LinkSettings, run_until_first_failure
 from protocol.messages import Event
@@ -167,27 +167,25 @@ class Sender:
         tls = {"ssl": s.ssl, "server_hostname": s.server_name or self.host} if s.ssl is not None else {}
         reader, writer = await within(
             s.connect_timeout, asyncio.open_connection(self.host, self.port, limit=READ_LIMIT, **tls))
-        session = SenderSession(self.stream, s.node, s.secret, s.window, s.max_frame_size)
+        session = SenderSession(self.stream, s.node, s.secret, s.window, s.max_frame_size, now=time.monotonic(),
+                                heartbeat_interval=s.heartbeat_interval, heartbeat_timeout=s.heartbeat_timeout,
+                                handshake_timeout=s.handshake_timeout)
         conn = self._connection = Connection(session, reader, writer)
         error: ProtocolError | None = None
         try:
             conn.flush()
-            welcome = await within(s.handshake_timeout, self._handshake(conn))
+            welcome = await self._handshake(conn)  # the session times it out (HEARTBEAT_TIMEOUT)
             self._up_since = self.clock()
             if self._head is not None:
                 head = await self._head()
                 first = await self._read(welcome.position, 1)
-                session.check_resume(head, first[0].seq if first else None)
+                conn.act(session.check_resume(head, first[0].seq if first else None))
             self.behind = None
             self.connects += 1
             self.connected = True
             self.acked = max(self.acked, welcome.position)
             log.info("link_up", stream=self.stream, peer=conn.peer, position=welcome.position, receiver=welcome.node)
-            await run_until_first_failure(
-                self._read_acks(conn),
-                self._send_events(conn),
-                conn.watchdog(s.heartbeat_interval, s.heartbeat_timeout, ping=True),
-            )
+            await run_until_first_failure(self._read_acks(conn), self._send_events(conn))
         except ProtocolError as exc:
             error = exc
             raise
@@ -229,13 +227,10 @@ class Sender:
             if conn.writer.is_closing():
                 # 3.11's drain() on a closing transport returns instead of raising.
                 raise ConnectionResetError("connection closed while sending")
-            if events and events[0].seq != session.last_sent + 1:
-                # The source skips ahead: the events the receiver needs next were pruned.
-                raise BehindRetention(session.last_sent, events[0].seq)
             if events:
-                for event in events:
-                    session.send_event(event)
-                conn.flush()
+                # The session refuses what can never be sent (a source that skips pruned events,
+                # an event too large for a frame) with its error frame; act raises it.
+                conn.act(session.send_events(events, time.monotonic()))
                 await conn.writer.drain()
                 continue
             # Window full or nothing new: sleep until an ack, a notify, or the poll fallback.

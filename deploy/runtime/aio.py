@@ -1,39 +1,22 @@
-"""asyncio helpers that stay correct on Python 3.11.
+"""asyncio helpers of the daemons: loops that survive their own crashes.
 
-On 3.11 ``asyncio.wait_for`` can swallow a cancellation that arrives as the
-awaited thing completes (fixed in 3.12, which rebuilt it on
-``asyncio.timeout``). A swallowed cancellation leaves a task running that its
-owner believes stopped; so waits in daemon code use ``asyncio.timeout``.
+``wait_event`` and ``within`` (3.11-safe waits on ``asyncio.timeout``) are the
+link protocol's own helpers, re-exported here so daemon code has one import.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import structlog
 
 from deploy.runtime.backoff import Backoff
+from protocol.aio import wait_event, within
 
-T = TypeVar("T")
+__all__ = ["Background", "keep_running", "wait_event", "within"]
+
 log = structlog.get_logger("aio")
-
-
-async def wait_event(event: asyncio.Event, timeout: float) -> bool:
-    """Wait until ``event`` is set or ``timeout`` passes; True if it was set."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-        return True
-    except TimeoutError:
-        return False
-
-
-async def within(timeout: float, awaitable: Awaitable[T]) -> T:
-    """``awaitable`` or ``TimeoutError`` after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        return await awaitable
 
 
 async def keep_running(name: str, run: Callable[[], Awaitable[None]], backoff: Backoff | None = None) -> None:

@@ -5,6 +5,7 @@ Clocks and backoffs are injected: no test here waits for a real backoff delay.
 
 import asyncio
 import random
+import time
 
 import structlog
 
@@ -47,15 +48,19 @@ class FailAfterWelcome:
     async def serve(self, reader, writer) -> None:
         self.connections += 1
         self.on_connect()
-        session = ReceiverSession(["s"], SECRET, "flaky")
+        session = ReceiverSession(["s"], SECRET, "flaky", now=time.monotonic())
         while session.state is not State.AUTHENTICATED:
-            session.receive_data(await reader.read(4096))
+            session.receive_data(await reader.read(4096), time.monotonic())
             writer.write(session.data_to_send())
         session.welcome(self.position)
         writer.write(session.data_to_send())
         if self.ack_first:
             while session.last_received == self.position:
-                session.receive_data(await reader.read(4096))
+                data = await reader.read(4096)
+                session.receive_data(data, time.monotonic())
+                if not data or session.closed:  # the sender stopped
+                    writer.transport.abort()
+                    return
             self.position = session.last_received
             session.ack(self.position)
             writer.write(session.data_to_send())

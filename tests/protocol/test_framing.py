@@ -113,5 +113,5 @@ def test_the_spec_example_frame_is_byte_exact():
     spec = (Path(protocol.__file__).parent / "PROTOCOL.md").read_text()
     block = spec[spec.index("## 10. Example") :].split("```")[1]
     hex_text = " ".join(line.split("--")[0] for line in block.splitlines())
-    frame = SenderSession("reservations", "r1", b"k" * 32, nonce_source=lambda n: b"\x07" * n).data_to_send()
+    frame = SenderSession("reservations", "r1", b"k" * 32, nonce_source=lambda n: b"\x07" * n, now=0.0).data_to_send()
     assert frame == bytes.fromhex(hex_text)

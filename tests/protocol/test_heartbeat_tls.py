@@ -21,11 +21,11 @@ TIMEOUT = 0.6
 async def test_a_receiver_drops_a_sender_that_goes_silent_within_the_timeout():
     receiver = Receiver({"s": MemoryStore()}, LinkSettings(secret=SECRET, node="r", heartbeat_timeout=TIMEOUT))
     await receiver.start()
-    session = SenderSession("s", "silent", SECRET)
+    session = SenderSession("s", "silent", SECRET, now=time.monotonic())
     reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
     writer.write(session.data_to_send())
     while session.state is not State.STREAMING:
-        session.receive_data(await reader.read(4096))
+        session.receive_data(await reader.read(4096), time.monotonic())
         writer.write(session.data_to_send())
     silent_since = time.monotonic()
     data = await asyncio.wait_for(reader.read(), TIMEOUT * 5)  # then say nothing at all
@@ -43,9 +43,9 @@ async def test_a_sender_drops_a_receiver_that_stops_answering_and_reconnects():
         # Completes the handshake, then never answers a ping.
         nonlocal connections
         connections += 1
-        session = ReceiverSession(["s"], SECRET, "mute")
+        session = ReceiverSession(["s"], SECRET, "mute", now=time.monotonic())
         while session.state is not State.AUTHENTICATED:
-            session.receive_data(await reader.read(4096))
+            session.receive_data(await reader.read(4096), time.monotonic())
             writer.write(session.data_to_send())
         session.welcome(0)
         writer.write(session.data_to_send())

@@ -11,10 +11,10 @@ import time
 import structlog
 
 from protocol.framing import FrameDecoder, encode_frame
-from protocol.link import LinkSettings, PendingLimit
+from protocol.link import LinkSettings
 from protocol.receiver import Receiver
 from protocol.sender import Sender
-from protocol.session import ReceiverSession, State
+from protocol.session import PendingLimit
 from tests.helpers import ListSource, MemoryStore, make_events, wait_until
 
 SECRET = b"hostile-peers-test-secret"
@@ -126,7 +126,6 @@ async def test_an_authenticated_connection_no_longer_counts_as_pending():
     receiver = Receiver({"s": MemoryStore()}, LinkSettings(secret=SECRET, node="r", max_pending=1,
                                                            max_pending_per_address=1))
     await receiver.start()
-    session = ReceiverSession  # noqa: F841 (documentation: the honest path below is the Sender)
     source = ListSource(make_events(2))
     sender = Sender("127.0.0.1", receiver.port, "s", source.read, LinkSettings(secret=SECRET, node="s"))
     task = asyncio.create_task(sender.run())

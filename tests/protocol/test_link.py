@@ -2,12 +2,12 @@
 
 import asyncio
 import struct
+import time
 
 import msgpack
 import pytest
 import structlog
 
-from protocol.errors import ErrorCode
 from protocol.framing import FrameDecoder, encode_frame
 from protocol.link import LinkSettings
 from protocol.receiver import Receiver
@@ -153,11 +153,11 @@ async def test_a_wrong_sequence_number_is_refused_after_a_real_handshake():
 
     store = MemoryStore()
     receiver = await start_receiver({"orders": store})
-    session = SenderSession("orders", "raw", SECRET)
+    session = SenderSession("orders", "raw", SECRET, now=time.monotonic())
     reader, writer = await asyncio.open_connection("127.0.0.1", receiver.port)
     writer.write(session.data_to_send())
     while session.state.value != "streaming":
-        session.receive_data(await reader.read(4096))
+        session.receive_data(await reader.read(4096), time.monotonic())
         writer.write(session.data_to_send())
     writer.write(encode_frame({"type": "event", "seq": 5, "event": make_events(1, 5)[0].envelope()}))
     frames = FrameDecoder().feed(await asyncio.wait_for(reader.read(), 5))
