@@ -14,7 +14,7 @@ import structlog
 from deploy.runtime.backoff import Backoff
 from protocol.aio import wait_event, within
 
-__all__ = ["Background", "keep_running", "wait_event", "within"]
+__all__ = ["Background", "every", "keep_running", "prune_step", "wait_event", "within"]
 
 log = structlog.get_logger("aio")
 

@@ -50,7 +50,11 @@ class FailAfterWelcome:
         self.on_connect()
         session = ReceiverSession(["s"], SECRET, "flaky", now=time.monotonic())
         while session.state is not State.AUTHENTICATED:
-            session.receive_data(await reader.read(4096), time.monotonic())
+            data = await reader.read(4096)
+            if not data or session.closed:  # the sender gave up on this connection: so does this fake
+                writer.transport.abort()
+                return
+            session.receive_data(data, time.monotonic())
             writer.write(session.data_to_send())
         session.welcome(self.position)
         writer.write(session.data_to_send())
