@@ -24,10 +24,9 @@ from billing_daemon.store.inbox import Inbox
 from billing_daemon.store.outbox import OUT_STREAM, Outbox
 from deploy.runtime.config import link_targets, receiver_link, sender_link
 from deploy.runtime.mysql import MariaDsn, connect_session, fetchval
-from deploy.runtime.relay import OutboxRelay
+from deploy.runtime.relay import OutboxRelay, outbox_relay
 from protocol.messages import Event
 from protocol.receiver import Receiver
-from protocol.sender import Sender
 
 IN_STREAM = "reservations"
 RELAY_LOCK = "ticketflow.billing.relay"
@@ -85,17 +84,9 @@ class MariaDbNamedLock:
 
 
 def make_relay(settings: Settings, outbox: Outbox, node: str) -> OutboxRelay:
-    first, *alternates = link_targets(settings.bridge_host, settings.bridge_port)
-
-    def make_sender() -> Sender:
-        return Sender(
-            *first, OUT_STREAM, outbox.read,
-            sender_link(settings, node),
-            head=outbox.head, on_ack=outbox.record_ack, poll_interval=settings.relay_poll,
-            alternates=alternates,
-        )
-
-    relay = OutboxRelay(OUT_STREAM, lambda: MariaDbNamedLock(settings.mariadb_dsn), make_sender,
-                        lock_retry=settings.relay_lock_retry)
+    relay = outbox_relay(OUT_STREAM, link_targets(settings.bridge_host, settings.bridge_port), outbox.read,
+                         outbox.head, outbox.record_ack, sender_link(settings, node),
+                         lambda: MariaDbNamedLock(settings.mariadb_dsn),
+                         poll_interval=settings.relay_poll, lock_retry=settings.relay_lock_retry)
     outbox.on_emit.append(relay.notify)
     return relay

@@ -12,8 +12,7 @@ from collections.abc import Callable
 import asyncpg
 
 from deploy.runtime.config import link_targets, sender_link
-from deploy.runtime.relay import OutboxRelay
-from protocol.sender import Sender
+from deploy.runtime.relay import OutboxRelay, outbox_relay
 from reservation_daemon.config import Settings
 from reservation_daemon.store import STREAM, ReservationStore
 
@@ -44,15 +43,7 @@ class PgAdvisoryLock:
 
 
 def make_relay(settings: Settings, store: ReservationStore, node: str) -> OutboxRelay:
-    first, *alternates = link_targets(settings.billing_host, settings.billing_port)
-
-    def make_sender() -> Sender:
-        return Sender(
-            *first, STREAM, store.read_outbox,
-            sender_link(settings, node),
-            head=store.outbox_head, on_ack=store.record_ack, poll_interval=settings.relay_poll,
-            alternates=alternates,
-        )
-
-    return OutboxRelay(STREAM, lambda: PgAdvisoryLock(settings.pg_dsn), make_sender,
-                       lock_retry=settings.relay_lock_retry)
+    return outbox_relay(STREAM, link_targets(settings.billing_host, settings.billing_port), store.read_outbox,
+                        store.outbox_head, store.record_ack, sender_link(settings, node),
+                        lambda: PgAdvisoryLock(settings.pg_dsn),
+                        poll_interval=settings.relay_poll, lock_retry=settings.relay_lock_retry)

@@ -115,3 +115,18 @@ class OutboxRelay:
 
     async def _sleep(self, seconds: float) -> None:
         await wait_event(self._stopping, seconds)
+
+
+def outbox_relay(stream: str, targets: list[tuple[str, int]], read: Callable[[int, int], Any],
+                 head: Callable[[], Any], on_ack: Callable[[int], Any], link: Any,
+                 make_lock: Callable[[], LeaderLock], *, poll_interval: float, lock_retry: float) -> OutboxRelay:
+    """The one way a daemon relays its outbox: the lock holder sends the stream (``read`` rows in
+    sequence after a position, its ``head``, ``on_ack`` recording the receiver's acks) to the first
+    of ``targets`` — the rest are receiver replicas it fails over to — resuming where the receiver is."""
+    first, *alternates = targets
+
+    def make_sender() -> Sender:
+        return Sender(*first, stream, read, link, head=head, on_ack=on_ack, poll_interval=poll_interval,
+                      alternates=alternates)
+
+    return OutboxRelay(stream, make_lock, make_sender, lock_retry=lock_retry)
