@@ -64,38 +64,36 @@ class ReservationCreated(Payload):
 
 
 @dataclass(frozen=True)
-class ReservationCancelled(Payload):
-    TYPE, EMITTED_BY, CONSUMED_BY = "reservation.cancelled", "reservation (cancel, release)", \
-        "billing: cancels a pending order"
-    DESCRIPTION = "a hold was given up, or a refunded sale's seats were released (reason 'refunded')"
+class _ReservationChange(Payload):
+    """The fields every later change of a reservation carries."""
+
     reservation_id: str
     event_id: str
     user_id: str
     seat_ids: list
+
+
+@dataclass(frozen=True)
+class ReservationCancelled(_ReservationChange):
+    TYPE, EMITTED_BY, CONSUMED_BY = "reservation.cancelled", "reservation (cancel, release)", \
+        "billing: cancels a pending order"
+    DESCRIPTION = "a hold was given up, or a refunded sale's seats were released (reason 'refunded')"
     cancelled_at: str
     reason: str | None = None
 
 
 @dataclass(frozen=True)
-class ReservationExpired(Payload):
+class ReservationExpired(_ReservationChange):
     TYPE, EMITTED_BY, CONSUMED_BY = "reservation.expired", "reservation (sweeper)", \
         "billing: cancels a pending order"
     DESCRIPTION = "a hold ran out (only after billing said no payment holds it)"
-    reservation_id: str
-    event_id: str
-    user_id: str
-    seat_ids: list
     expired_at: str
 
 
 @dataclass(frozen=True)
-class ReservationConfirmed(Payload):
+class ReservationConfirmed(_ReservationChange):
     TYPE, EMITTED_BY, CONSUMED_BY = "reservation.confirmed", "reservation (confirm)", "billing: noted"
     DESCRIPTION = "a hold became a sale"
-    reservation_id: str
-    event_id: str
-    user_id: str
-    seat_ids: list
     amount_minor: int
     currency: str
     confirmed_at: str
@@ -105,46 +103,40 @@ class ReservationConfirmed(Payload):
 
 
 @dataclass(frozen=True)
-class PaymentSucceeded(Payload):
-    TYPE, EMITTED_BY, CONSUMED_BY = "payment.succeeded", "billing (pay, resolver)", \
-        "portal: finalizes the sale, notifies"
-    DESCRIPTION = "money taken, tickets issued (ticket ids only: codes never leave billing's API)"
+class _PaymentEvent(Payload):
+    """The fields every payment event carries: which order, whose, for which event, how much."""
+
     order_id: str
     reservation_id: str
     user_id: str
     event_id: str
     amount_minor: int
     currency: str
+
+
+@dataclass(frozen=True)
+class PaymentSucceeded(_PaymentEvent):
+    TYPE, EMITTED_BY, CONSUMED_BY = "payment.succeeded", "billing (pay, resolver)", \
+        "portal: finalizes the sale, notifies"
+    DESCRIPTION = "money taken, tickets issued (ticket ids only: codes never leave billing's API)"
     payment_id: str
     seats: list
     tickets: list
 
 
 @dataclass(frozen=True)
-class PaymentFailed(Payload):
+class PaymentFailed(_PaymentEvent):
     TYPE, EMITTED_BY, CONSUMED_BY = "payment.failed", "billing (pay, resolver)", "portal: notifies"
     DESCRIPTION = "declined, or the charge never reached the gateway (reason charge_not_completed)"
-    order_id: str
-    reservation_id: str
-    user_id: str
-    event_id: str
-    amount_minor: int
-    currency: str
     payment_id: str
     reason: str | None
 
 
 @dataclass(frozen=True)
-class PaymentRefunded(Payload):
+class PaymentRefunded(_PaymentEvent):
     TYPE, EMITTED_BY, CONSUMED_BY = "payment.refunded", "billing (refund, resolver)", \
         "portal: releases the seats naming refund_id, notifies"
     DESCRIPTION = "money given back at the gateway"
-    order_id: str
-    reservation_id: str
-    user_id: str
-    event_id: str
-    amount_minor: int
-    currency: str
     reason: str | None
     refund_id: str | None = None
     seat_ids: list | None = None
