@@ -8,7 +8,7 @@ from deploy.runtime.config import (ServiceSettings, LinkSenderSettings, LinkRece
                                    load,
                                    logins_per_address_setting, logins_per_email_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
-                                   rate_limits_enabled_setting, setting, token_public_keys_setting)
+                                   rate, rate_limits_enabled_setting, setting, token_public_keys_setting)
 
 
 def optional_int(raw: str) -> int | None:
@@ -61,6 +61,8 @@ class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreS
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     logins_per_address: Rate = logins_per_address_setting()
     logins_per_email: Rate = logins_per_email_setting()
+    signups_per_address: Rate = setting("TICKETFLOW_RATE_LIMIT_SIGNUPS_PER_ADDRESS", rate("10/min burst 10"), rate,
+                                        "sign-ups per client address (each costs an argon2 hash; 0 = off)")
 
     def __post_init__(self) -> None:
         check_link_receiver(self, "TICKETFLOW_BILLING_LINK_LISTEN_HOST", self.link_host)

@@ -48,11 +48,11 @@ PATHS: dict[str, Any] = {
         "responses": {"200": json_body({"type": "object", "required": ["event_id", "orders"], "properties": {
             "event_id": UUID, "orders": {"type": "array", "items": ref("Order")}}}, "the event's orders"),
             "404": error("EVENT_NOT_FOUND: no such event, or not yours"), "503": UNAVAILABLE}}},
-    "/api/users/{user_id}": {"get": {**access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
+    "/api/users/{user_id}": {"get": {**access(BUYER, ORGANIZER, SERVICE, owner=True),
                                      "parameters": [path_uuid("user_id")], "responses": {
         "200": json_body(ref("User"), "the user"), "404": error("USER_NOT_FOUND"),
         "503": UNAVAILABLE}}},
-    "/api/users/{user_id}/orders": {"get": {**access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
+    "/api/users/{user_id}/orders": {"get": {**access(BUYER, ORGANIZER, SERVICE, owner=True),
                                             "parameters": [path_uuid("user_id")], "responses": {
         "200": json_body({"type": "object", "required": ["orders"],
                       "properties": {"orders": {"type": "array", "items": ref("Order")}}}, "the user's orders"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access
+from deploy.runtime.auth import BUYER, ORGANIZER, SERVICE, access
 from deploy.runtime.openapi import document, error, json_body, ref
 
 NOTE = {"type": "object", "required": ["id", "user_id", "kind", "order_id", "payload", "created_at"],
@@ -22,7 +22,7 @@ SPEC = document(
     "TicketFlow portal consumer", "Notifications produced when sales are finalized, failed or refunded.",
     {"/api/notifications": {"get": {
         "summary": "Your notifications, newest first (a service may name any user_id)",
-        **access(BUYER, ORGANIZER, DOOR, SERVICE, owner=True),
+        **access(BUYER, ORGANIZER, SERVICE, owner=True),
         "parameters": [{"name": "user_id", "in": "query", "required": False, "schema": {"type": "string"},
                         "description": "defaults to the caller; another user's id finds nothing"}],
         "responses": {

@@ -303,9 +303,14 @@ async def release(request: web.Request) -> web.Response:
     body = v.obj(await read_json(request)) if request.can_read_body else {}
     refund_id = v.text(body, "refund_id", required=False, default=None)
     parties = await deps.store.reservation_parties(reservation_id)
-    if parties is not None and parties["status"] == "confirmed":
-        # A sold seat goes back on sale only as part of a refund billing really made.
-        await _require_refund(deps.billing, str(reservation_id), refund_id)
+    if parties is None:
+        raise RESERVATION_NOT_FOUND
+    if parties["status"] != "confirmed":
+        # Never sold: nothing to give back, and no release call at all, so a sale confirmed
+        # between this read and a release could never be undone without the refund check below.
+        return json_response(await deps.store.get_reservation(reservation_id))
+    # A sold seat goes back on sale only as part of a refund billing really made.
+    await _require_refund(deps.billing, str(reservation_id), refund_id)
     return await _audited(request, "release", reservation_id, await deps.store.release_sold(reservation_id),
                           refund_id and f"refund {refund_id}")
 

@@ -430,10 +430,10 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
     included). A key that names no route is a start-up error.
     """
     chain = [error_middleware]
+    if rate_limit > 0:  # before authentication: a flood of bad tokens is limited too
+        chain.append(RateLimiter(rate_limit).middleware)
     if auth is not None:
         chain.append(auth)
-    if rate_limit > 0:
-        chain.append(RateLimiter(rate_limit).middleware)
     limited = dict(limited or {})
     unknown = set(limited) - {(r.method, r.path) for r in routes}
     if unknown:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from deploy.runtime.http import NotFound, Unprocessable
@@ -100,6 +100,10 @@ def timestamp(body: dict[str, Any], field: str) -> datetime:
         raise invalid(field, "must be an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         raise invalid(field, "must carry a time zone offset (e.g. Z)")
+    try:
+        parsed.astimezone(timezone.utc)  # the databases store UTC: year 1 at +01:00 has no UTC time
+    except OverflowError:
+        raise invalid(field, "is outside the years 1 to 9999 in UTC") from None
     return parsed
 
 

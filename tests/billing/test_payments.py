@@ -242,3 +242,17 @@ async def test_a_hold_cannot_be_given_up_while_its_payment_is_charged(pipeline, 
     assert reply.body["refunds"] == []
     after = await reservation.api.delete(f"/api/reservations/{held['id']}")
     assert after.status == 409 and after.body["error"]["code"] == "RESERVATION_PAID", after.body
+
+
+async def test_passwords_no_database_can_store_are_refused_and_signups_are_rate_limited(pipeline):
+    billing = await pipeline.billing(TICKETFLOW_RATE_LIMITS_ENABLED="on",
+                                     TICKETFLOW_RATE_LIMIT_SIGNUPS_PER_ADDRESS="2/min")
+    anonymous = billing.api.as_(None)
+    lone_surrogate = {"email": "s@example.com", "name": "S", "password": "\udc80" + "a" * 12}
+    refused = await anonymous.post("/api/users", lone_surrogate)
+    assert refused.status == 422 and refused.body["error"]["details"]["field"] == "password"
+    login = await anonymous.post("/api/sessions", {"email": "s@example.com", "password": lone_surrogate["password"]})
+    assert login.status == 401, "a password that cannot be hashed is a wrong password, not a 500"
+    assert (await anonymous.post("/api/users", {**lone_surrogate, "password": "a fine password"})).status == 201
+    third = await anonymous.post("/api/users", {"email": "t@example.com", "name": "T", "password": "x" * 12})
+    assert third.status == 429 and third.body["error"]["details"] == {"limit": "signups", "per": "address"}

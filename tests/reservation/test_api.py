@@ -201,3 +201,11 @@ async def test_an_organizer_changes_its_own_event_and_no_one_else_s(reservation)
     assert (await theirs.request("PATCH", path, json_body={"venue": "Mine now"})).status == 404
     assert (await mine.request("PATCH", path, json_body={})).status == 422
     assert (await reservation.api.get(path)).body["venue"] == "Bigger Hall"
+
+
+async def test_a_time_with_no_utc_equivalent_is_refused_not_a_500(reservation):
+    for starts_at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        reply = await reservation.api.post("/api/events", {
+            "name": "Edge", "venue": "Hall", "starts_at": starts_at,
+            "layout": {"sections": [{"name": "A", "rows": 1, "seats_per_row": 1, "price_minor": 1, "currency": "EUR"}]}})
+        assert reply.status == 422 and reply.body["error"]["details"]["field"] == "starts_at", reply.body
