@@ -23,7 +23,7 @@ from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
 from billing_daemon.openapi import SPEC
 from billing_daemon.payments import Payments
-from billing_daemon.rules import Answer, Refused
+from billing_daemon.rules import Answer, Refused, email_taken
 from billing_daemon.store import BillingStore, Replayed, Result
 from deploy.runtime import validation as v
 from deploy.runtime.auth import ORGANIZER, Principal, TokenIssuer, Unauthorized, principal, require_visible
@@ -155,8 +155,16 @@ async def create_user(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     body = v.obj(await read_json(request))
     email, name, password = _email(body), v.text(body, "name"), _password(body)
-    return respond(await deps.store.users.create_user(email, name, idempotency(request, body),
-                                                      password_hash=await accounts.hash_password(password)))
+    created = await deps.store.users.create_user(email, name, idempotency(request, body),
+                                                 password_hash=await accounts.hash_password(password))
+    if isinstance(created, Replayed) and principal(request).anonymous:
+        # An anonymous replay is scoped by the request minus its password (which is never stored
+        # in the clear, nor as a bare hash): only the one who knows the account's password gets
+        # the stored answer; anyone else is told what a new request would be told.
+        account = await deps.accounts.credentials(email)
+        if not await accounts.verify_password(account and account["password_hash"], password):
+            raise email_taken()
+    return respond(created)
 
 
 async def login(request: web.Request) -> web.Response:

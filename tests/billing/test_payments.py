@@ -256,3 +256,15 @@ async def test_passwords_no_database_can_store_are_refused_and_signups_are_rate_
     assert (await anonymous.post("/api/users", {**lone_surrogate, "password": "a fine password"})).status == 201
     third = await anonymous.post("/api/users", {"email": "t@example.com", "name": "T", "password": "x" * 12})
     assert third.status == 429 and third.body["error"]["details"] == {"limit": "signups", "per": "address"}
+
+
+async def test_an_anonymous_signup_replay_needs_the_password_it_was_made_with(pipeline):
+    billing = await pipeline.billing()
+    anonymous = billing.api.as_(None)
+    body = {"email": "replay@example.com", "name": "R", "password": "the first password"}
+    key = {"Idempotency-Key": "signup-r"}
+    first = await anonymous.post("/api/users", body, headers=key)
+    assert first.status == 201
+    assert (await anonymous.post("/api/users", body, headers=key)).body == first.body, "a real retry gets its answer"
+    stranger = await anonymous.post("/api/users", {**body, "password": "a guessed password"}, headers=key)
+    assert stranger.status == 409 and stranger.body["error"]["code"] == "EMAIL_TAKEN", "and learns no user id"
