@@ -178,35 +178,51 @@ async def _finalized(session: aiohttp.ClientSession, portal: str, samples: Sampl
     return finalized
 
 
+async def _ready(session: aiohttp.ClientSession, urls: dict[str, str]) -> None:
+    for name, url in urls.items():
+        try:
+            async with session.get(url + "/ready") as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"{name} is not ready ({resp.status})")
+        except aiohttp.ClientError:
+            raise RuntimeError(f"{name} is not running at {url}: start the pipeline with `make run`") from None
+
+
+async def _bench_seats(session: aiohttp.ClientSession, reservation: str, seats_needed: int) -> list[str]:
+    """A new event with at least ``seats_needed`` seats (rows of 1000); their ids, read page by page."""
+    rows = max(1, -(-seats_needed // 1000))
+    async with session.post(reservation + "/api/events", json={
+        "name": f"bench {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "venue": "bench",
+        "starts_at": "2030-01-01T00:00:00Z",
+        "layout": {"sections": [{"name": "B", "rows": rows, "seats_per_row": 1000, "price_minor": 100,
+                                 "currency": "EUR"}]}}) as resp:
+        event = await resp.json()
+    seat_ids: list[str] = []
+    page_url = f"{reservation}/api/events/{event['id']}/seats?limit=5000"
+    while True:  # the seat list comes in pages
+        async with session.get(page_url + (f"&after={seat_ids[-1]}" if seat_ids else "")) as resp:
+            page = await resp.json()
+        seat_ids += [s["id"] for s in page["seats"]]
+        if page["next"] is None:
+            break
+    return seat_ids
+
+
+def _session(env: dict[str, str]) -> aiohttp.ClientSession:
+    # The bench is an operator tool: it calls as the stack's `operator` service (holds for simulated buyers).
+    credential = {"Authorization": f"Bearer {operator_token(env)}"}
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=credential,
+                                 timeout=aiohttp.ClientTimeout(total=30))
+
+
 async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, Any]:
     env = daemon_env(stack_settings())
     urls = {spec.name: spec.url(env) for spec in DAEMONS}
-    # The bench is an operator tool: it calls as the stack's `operator` service (holds for simulated buyers).
-    credential = {"Authorization": f"Bearer {operator_token(env)}"}
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=credential,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
-        for name, url in urls.items():
-            try:
-                async with session.get(url + "/ready") as resp:
-                    if resp.status != 200:
-                        raise RuntimeError(f"{name} is not ready ({resp.status})")
-            except aiohttp.ClientError:
-                raise RuntimeError(f"{name} is not running at {url}: start the pipeline with `make run`") from None
-        rows = max(1, int(concurrency * duration * 400 / 1000) + 1)  # enough seats for ~400 purchases/s
-        async with session.post(urls["reservation"] + "/api/events", json={
-            "name": f"bench {datetime.now(timezone.utc).isoformat(timespec='seconds')}", "venue": "bench",
-            "starts_at": "2030-01-01T00:00:00Z",
-            "layout": {"sections": [{"name": "B", "rows": rows, "seats_per_row": 1000, "price_minor": 100,
-                                     "currency": "EUR"}]}}) as resp:
-            event = await resp.json()
-        seat_ids: list[str] = []
-        page_url = f"{urls['reservation']}/api/events/{event['id']}/seats?limit=5000"
-        while True:  # the seat list comes in pages
-            async with session.get(page_url + (f"&after={seat_ids[-1]}" if seat_ids else "")) as resp:
-                page = await resp.json()
-            seat_ids += [s["id"] for s in page["seats"]]
-            if page["next"] is None:
-                break
+    async with _session(env) as session:
+        await _ready(session, urls)
+        # enough seats for ~400 purchases/s
+        seat_ids = await _bench_seats(session, urls["reservation"],
+                                      (int(concurrency * duration * 400 / 1000) + 1) * 1000)
         seats: asyncio.Queue = asyncio.Queue()
         for seat in seat_ids:
             seats.put_nowait(seat)

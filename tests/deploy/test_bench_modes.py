@@ -1,0 +1,108 @@
+"""`ticketflow bench`'s measurement modes do what they say (behaviour only, never timings):
+the pgbench scripts of `--mode holds-sql` hold a seat and write an outbox row on a fresh
+reservation database, and `--open-loop` starts requests at their planned times.
+"""
+
+import asyncio
+import itertools
+
+import asyncpg
+import pytest
+
+from deploy.ops import bench_sql
+from deploy.ops.bench_open import planned_starts, schedule
+from tests.support.stack import fresh_pg_database
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("kind", sorted(bench_sql.STATEMENTS))
+async def test_each_holds_sql_statement_holds_one_seat_and_writes_one_outbox_row(kind):
+    async with fresh_pg_database("tf_bench_sql") as dsn:
+        await bench_sql.prepare(dsn, seats=1500)  # the daemon's migrator, the store's create_event
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM seats WHERE status = 'available'") == 2000
+            # Seats are numbered for pgbench: seat n has the id lpad(n, 32, '0')::uuid.
+            assert await conn.fetchval("SELECT count(*) FROM seats WHERE id = lpad('1234', 32, '0')::uuid") == 1
+
+            await conn.execute(bench_sql.asyncpg_statement(kind), "1234")
+
+            held = await conn.fetch("SELECT id, status FROM seats WHERE status <> 'available'")
+            assert [(str(r["id"]), r["status"]) for r in held] == [(f"{1234:032d}"[:8] + "-0000-0000-0000-"
+                                                                    + f"{1234:032d}"[20:], "held")]
+            outbox = await conn.fetch("SELECT type, data FROM outbox")
+            assert [r["type"] for r in outbox] == ["reservation.created"]
+
+            # A second hold of the same seat holds nothing more.
+            await conn.execute(bench_sql.asyncpg_statement(kind), "1234")
+            assert await conn.fetchval("SELECT count(*) FROM seats WHERE status = 'held'") == 1
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 1
+
+            # Between pgbench runs every seat is available again and the outbox empty.
+            await conn.execute(bench_sql.RESET)
+            assert await conn.fetchval("SELECT count(*) FROM seats WHERE status <> 'available'") == 0
+            assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+        finally:
+            await conn.close()
+
+
+def test_pgbench_scripts_pick_a_random_seat_per_transaction():
+    for kind in bench_sql.STATEMENTS:
+        script = bench_sql.pgbench_script(kind)
+        assert script.startswith("\\set n random(1, :seats)\n")
+        assert ":n" in script.splitlines()[1]
+    assert "tf_reserve(gen_random_uuid(), NULL, ARRAY[" in bench_sql.STATEMENTS["daemon"]
+
+
+def test_planned_starts_are_evenly_spaced_at_the_rate():
+    starts = planned_starts(500, 2.0, t0=100.0)
+    assert len(starts) == 1000
+    assert starts[0] == 100.0
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(abs(g - 1 / 500) < 1e-9 for g in gaps)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)  # like a real sleep, let the requests already started run (at the current time)
+        self.now += seconds
+
+
+async def test_open_loop_starts_each_request_at_its_planned_time_whatever_earlier_ones_do():
+    clock = FakeClock()
+    never_answered = asyncio.Event()  # every request hangs until the end: a closed loop would send one
+    started: list[tuple[int, float, float]] = []
+
+    async def fire(i: int, planned: float) -> None:
+        started.append((i, planned, clock()))
+        await never_answered.wait()
+
+    tasks = await asyncio.wait_for(schedule(100, 1.0, fire, clock=clock, sleep=clock.sleep), 10)
+    await asyncio.sleep(0)  # let the last task begin
+    assert len(tasks) == 100 and len(started) == 100
+    for i, planned, at in started:
+        assert planned == pytest.approx(i / 100)
+        assert at == pytest.approx(planned)  # started on time, not after the previous answer
+    never_answered.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_late_scheduler_starts_due_requests_at_once_and_keeps_their_planned_times():
+    clock = FakeClock()
+    seen: list[tuple[float, float]] = []
+
+    async def fire(i: int, planned: float) -> None:
+        seen.append((planned, clock()))
+        if i == 0:
+            clock.now += 0.05  # the loop was busy for 50 ms: five more requests fell due meanwhile
+
+    tasks = await schedule(100, 0.1, fire, clock=clock, sleep=clock.sleep)
+    await asyncio.gather(*tasks)
+    assert [p for p, _ in seen] == pytest.approx([i / 100 for i in range(10)])
+    assert all(at >= planned for planned, at in seen)  # latency from `planned` includes the lateness
