@@ -181,7 +181,7 @@ def flood(port: int, connections: int, sources: int, body: int, seconds: float) 
             if i in closed:
                 continue
             try:
-                while data := s.recv(65536):
+                while s.recv(65536):  # read past an error frame until the close
                     pass
                 closed.add(i)
             except BlockingIOError:
