@@ -73,31 +73,10 @@ SELECT s.event_id, count(*), count(*) FILTER (WHERE s.status = 'available'),
        count(*) FILTER (WHERE s.status = 'held'), count(*) FILTER (WHERE s.status = 'sold'), true
   FROM seats s GROUP BY s.event_id;
 
--- Fold the unsettled rows of every event that has some into one settled row. Returns
--- the number of events settled. Only rows this statement can see are deleted, and it
--- re-inserts exactly their sum, so deltas committed meanwhile are kept for the next
--- round and the totals never change. One replica settles at a time (the others skip).
-CREATE FUNCTION tf_settle_seat_counts() RETURNS int
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_events int;
-BEGIN
-    IF NOT pg_try_advisory_xact_lock(1952867450, 0) THEN  -- a key of its own (two-key space)
-        RETURN 0;
-    END IF;
-    WITH gone AS (
-        DELETE FROM seat_count_deltas d
-         WHERE d.event_id IN (SELECT u.event_id FROM seat_count_deltas u WHERE NOT u.settled)
-        RETURNING d.event_id, d.total, d.available, d.held, d.sold
-    ), settled AS (
-        INSERT INTO seat_count_deltas (event_id, total, available, held, sold, settled)
-        SELECT g.event_id, sum(g.total), sum(g.available), sum(g.held), sum(g.sold), true
-          FROM gone g GROUP BY g.event_id
-        RETURNING 1
-    )
-    SELECT count(*) INTO v_events FROM settled;
-    RETURN v_events;
-END $$;
+-- tf_settle_seat_counts (folding each event's deltas) lives in
+-- reservation_daemon/sql/functions/. The trigger functions above stay here as well: a trigger
+-- needs its function when it is created, and counting must be right from this commit on,
+-- while replicas of the previous version may still be moving seats.
 
 -- Seats in their display order (section, row, number) per event, with and without a
 -- status filter: GET /api/events/{id}/seats pages through them by key.
