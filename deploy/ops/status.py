@@ -18,7 +18,8 @@ from deploy.ops.daemons import BY_NAME, DAEMONS, SENDS
 from deploy.ops.stack import process
 from deploy.ops.stack.settings import StackSettings
 from deploy.ops.stack.topology import local
-from deploy.ops.supervisor import daemon_dirs, daemon_env
+from deploy.ops.restarts import read_restarts
+from deploy.ops.supervisor import daemon_dirs, daemon_env, restarts_file
 from deploy.runtime.amqp import Names
 
 
@@ -134,10 +135,13 @@ def collect(settings: StackSettings) -> dict[str, Any]:
     pids, _ = daemon_dirs(settings)
     daemons = {}
     problems = {}
+    restarts = read_restarts(restarts_file(settings))
     for spec in DAEMONS:
         pid = process.running_pid(pids / f"{spec.name}.pid")
         state, checks = probe(spec.url(env) + "/ready")
-        daemons[spec.name] = {"state": state, "pid": pid}
+        restarted = restarts.get(spec.name, {})
+        daemons[spec.name] = {"state": state, "pid": pid, "restarts": restarted.get("count", 0),
+                              "last_exit": restarted.get("last_exit"), "last_restart_at": restarted.get("last_at")}
         if spec.name in SENDS and isinstance(checks.get("link"), dict):
             problems[SENDS[spec.name].name] = checks["link"]
     return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env)),
@@ -149,6 +153,8 @@ def render(report: dict[str, Any]) -> str:
     lines += [f"  {name:<12} {state}" for name, state in report["servers"].items()]
     lines.append("daemons:")
     lines += [f"  {name:<12} {d['state']}" + (f" (pid {d['pid']})" if d["pid"] else "")
+              + (f", restarted {d['restarts']}x by run all, last after {d['last_exit']} at {d['last_restart_at']}"
+                 if d.get("restarts") else "")
               for name, d in report["daemons"].items()]
     lines.append("links (events written, not yet acknowledged downstream):")
     lines += [f"  {name:<26} {lag}" for name, lag in report["lag"].items()]

@@ -1,8 +1,11 @@
-"""``ticketflow run all``: every daemon as a child process, a demo event, a walkthrough.
+"""``ticketflow run all``: every daemon as a child process, kept running; a demo event, a walkthrough.
 
 Daemon logs go to ``.stack/logs/<daemon>.log`` so the terminal stays readable;
 pid files under ``.stack/daemons/`` let ``ticketflow stop`` (``make stop``) stop
 them from another terminal, by the pids recorded, as the stack does its servers.
+A daemon that exits or is killed is restarted (``deploy/ops/restarts.py`` says
+when); the others keep serving. ``ticketflow stop`` stops the supervisor first
+(its own pid file), so nothing is restarted behind the operator's back.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from deploy.ops.daemons import DAEMONS
+from deploy.ops.restarts import RestartLog, RestartPolicy, exit_reason
 from deploy.ops.stack import process
 from deploy.ops.stack.keys import Keys
 from deploy.ops.stack.settings import StackSettings, stack_settings
@@ -26,6 +30,14 @@ from deploy.ops.stack.topology import local
 def daemon_dirs(settings: StackSettings) -> tuple[Path, Path]:
     """Where `run all` keeps pid files and logs."""
     return settings.root / "daemons", settings.root / "logs"
+
+
+def supervisor_pidfile(settings: StackSettings) -> Path:
+    return daemon_dirs(settings)[0] / "supervisor.pid"
+
+
+def restarts_file(settings: StackSettings) -> Path:
+    return daemon_dirs(settings)[0] / "restarts.json"
 
 
 def _http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
@@ -81,18 +93,27 @@ def operator_token(env: dict[str, str]) -> str:
     return read_token_file(Path(env["TICKETFLOW_SERVICE_TOKEN_FILE"]))
 
 
+def spawn_daemon(settings: StackSettings, name: str) -> int:
+    """Start one daemon with its pid file and log; its pid."""
+    env = daemon_env(settings)
+    pids, logs = daemon_dirs(settings)
+    keys = Keys(settings.root)
+    module = next(spec.module for spec in DAEMONS if spec.name == name)
+    return process.spawn([sys.executable, "-m", module], pids / f"{name}.pid", logs / f"{name}.log",
+                         env=service_env(env, keys, name))
+
+
 def start_all(settings: StackSettings) -> dict[str, str]:
     """Start every daemon not already running; returns name -> base URL."""
     env = daemon_env(settings)
     pids, logs = daemon_dirs(settings)
     urls = {}
-    keys = Keys(settings.root)
-    keys.ensure()  # `stack up` made them; a stack dir of its own (tests, a second checkout) gets them here
+    Keys(settings.root).ensure()  # `stack up` made them; a stack dir of its own (tests, a second checkout) gets them here
     for spec in DAEMONS:
         pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
         url = spec.url(env)
         if process.running_pid(pidfile) is None:
-            process.spawn([sys.executable, "-m", spec.module], pidfile, log, env=service_env(env, keys, spec.name))
+            spawn_daemon(settings, spec.name)
             print(f"{spec.name:<12} starting (log: {log})")
         _wait_ready(url + "/ready", pidfile, log)
         print(f"{spec.name:<12} ready at {url}")
@@ -102,6 +123,8 @@ def start_all(settings: StackSettings) -> dict[str, str]:
 
 def stop_all(settings: StackSettings) -> dict[str, bool]:
     pids, _ = daemon_dirs(settings)
+    # The supervisor first: it would restart what we stop. On SIGTERM it stops the daemons itself.
+    process.stop(supervisor_pidfile(settings), signal.SIGTERM, timeout=60)
     # SIGTERM: each daemon finishes in-flight work and closes its links.
     return {spec.name: process.stop(pids / f"{spec.name}.pid", signal.SIGTERM, timeout=20)
             for spec in reversed(DAEMONS)}
@@ -163,6 +186,65 @@ tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 """
 
 
+class Keeper:
+    """Restarts daemons that exit, by the policy in ``restarts.py``; fed the current time by ``run_all``."""
+
+    def __init__(self, settings: StackSettings, policy: RestartPolicy | None = None) -> None:
+        self.settings = settings
+        self.policy = policy or RestartPolicy()
+        self.log = RestartLog(restarts_file(settings))
+        self.pids = daemon_dirs(settings)[0]
+        self.due: dict[str, tuple[float, str]] = {}  # name -> (restart at, why it exited)
+        self.started: dict[str, float] = {}
+
+    def begin(self, now: float) -> None:
+        self.log.start()
+        for spec in DAEMONS:
+            self.policy.started(spec.name, now)
+            self.started[spec.name] = now
+
+    def tick(self, now: float) -> None:
+        for spec in DAEMONS:
+            name = spec.name
+            if name in self.due:
+                at, reason = self.due[name]
+                if now >= at:
+                    del self.due[name]
+                    spawn_daemon(self.settings, name)
+                    self.policy.started(name, now)
+                    self.started[name] = now
+                    count = self.log.record(name, reason)
+                    _say(f"{name} restarted (restart {count} in this run); log: .stack/logs/{name}.log")
+                continue
+            pid = _pid_in(self.pids / f"{name}.pid")
+            if pid is not None and process.running_pid(self.pids / f"{name}.pid") is None:
+                reason = exit_reason(_reap(pid))
+                delay = self.policy.exited(name, now)
+                self.due[name] = (now + delay, reason)
+                _say(f"{name} {reason} after {now - self.started.get(name, now):.1f} s; "
+                     + ("restarting now" if delay == 0 else f"restarting in {delay:.1f} s (it keeps exiting)"))
+
+
+def _pid_in(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _reap(pid: int) -> int | None:
+    """The exit status of our child ``pid`` (None if it is not our child)."""
+    try:
+        reaped, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return status if reaped == pid else None
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
 def run_all() -> int:
     settings = stack_settings()
     stop = False
@@ -173,20 +255,21 @@ def run_all() -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    pidfile = supervisor_pidfile(settings)
+    process.record(pidfile, os.getpid())
     try:
         urls = start_all(settings)
         print(demo(urls, operator_token(daemon_env(settings))))
-        pids, _ = daemon_dirs(settings)
+        keeper = Keeper(settings)
+        keeper.begin(time.monotonic())
         while not stop:
-            for spec in DAEMONS:
-                if process.running_pid(pids / f"{spec.name}.pid") is None:
-                    print(f"{spec.name} exited; see .stack/logs/{spec.name}.log", file=sys.stderr)
-                    stop = True
-            time.sleep(0.5)
+            keeper.tick(time.monotonic())
+            time.sleep(0.1)  # detection within 0.1 s: a killed daemon serves again in about a second
     except RuntimeError as exc:
         print(f"ticketflow: {exc}", file=sys.stderr)
         return 1
     finally:
         print("\nstopping daemons (the stack stays up; `make stop` stops it too)")
+        pidfile.unlink(missing_ok=True)
         stop_all(settings)
     return 0

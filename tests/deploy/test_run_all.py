@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -78,3 +79,56 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
             supervisor.wait(30)
         for name in ("reservation", "billing", "bridge", "portal"):
             assert process.running_pid(tmp_path / "daemons" / f"{name}.pid") is None
+
+
+async def test_a_killed_daemon_is_restarted_and_stop_stops_everything(tmp_path):
+    async with fresh_pg_database("tf_keep") as pg, fresh_mariadb_database("tf_keep") as maria:
+        ports = {name: free_port() for name in ("RESERVATION", "BILLING", "BILLING_LINK", "BRIDGE_LINK", "BRIDGE",
+                                                "PORTAL")}
+        env = dict(os.environ, TICKETFLOW_STACK_DIR=str(tmp_path), TICKETFLOW_PG_DSN=pg,
+                   TICKETFLOW_MARIADB_DSN=maria, TICKETFLOW_PORTAL_PG_DSN=pg,
+                   TICKETFLOW_AMQP_PREFIX=f"tf-keep-{os.getpid()}",
+                   **{f"TICKETFLOW_{name}_PORT": str(port) for name, port in ports.items()})
+        supervisor = subprocess.Popen([sys.executable, "-m", "deploy.ops.cli", "run", "all"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        bridge_pid = tmp_path / "daemons" / "bridge.pid"
+        bridge_ready = f"http://127.0.0.1:{ports['BRIDGE']}/ready"
+        try:
+            deadline = time.monotonic() + 60
+            while not (tmp_path / "daemons" / "restarts.json").exists():  # written once every daemon is ready
+                assert supervisor.poll() is None and time.monotonic() < deadline, supervisor.stderr.read()
+                time.sleep(0.1)
+            killed = process.running_pid(bridge_pid)
+            process.kill(bridge_pid)
+            # One crashed daemon is no outage: it serves again, the others never stopped.
+            deadline = time.monotonic() + 20
+            while not (_ready(bridge_ready) and process.running_pid(bridge_pid) not in (None, killed)):
+                assert supervisor.poll() is None and time.monotonic() < deadline, "bridge not restarted"
+                time.sleep(0.05)
+            status = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "status", "--json"], env=env,
+                                    capture_output=True, text=True, timeout=30)
+            daemons = json.loads(status.stdout)["daemons"]
+            assert daemons["bridge"]["restarts"] == 1 and daemons["bridge"]["last_exit"] == "killed by SIGKILL"
+            assert {d["restarts"] for name, d in daemons.items() if name != "bridge"} == {0}
+            assert all(d["state"] == "up" for d in daemons.values()), daemons
+
+            # `ticketflow stop` (make stop) stops the supervisor first, so nothing comes back.
+            stop = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stop", "--daemons-only"], env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert stop.returncode == 0, stop.stdout + stop.stderr
+            assert supervisor.wait(30) == 0
+            for name in ("reservation", "billing", "bridge", "portal"):
+                assert process.running_pid(tmp_path / "daemons" / f"{name}.pid") is None, name
+        finally:
+            if supervisor.poll() is None:
+                supervisor.send_signal(signal.SIGINT)
+                supervisor.wait(30)
+        assert "bridge killed by SIGKILL" in supervisor.stderr.read()
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

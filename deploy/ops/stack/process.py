@@ -46,9 +46,14 @@ def spawn(
             env=dict(env) if env is not None else None,
             cwd=cwd,
         )
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    pidfile.write_text(f"{proc.pid} {_start_time(proc.pid) or ''}\n")
+    record(pidfile, proc.pid)
     return proc.pid
+
+
+def record(pidfile: Path, pid: int) -> None:
+    """Write ``pid`` (with its start time) to ``pidfile``."""
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{pid} {_start_time(pid) or ''}\n")
 
 
 def running_pid(pidfile: Path) -> int | None:
