@@ -108,7 +108,7 @@ class Sandbox:
 
     def _ctl(self, *args: str) -> None:
         done = subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), *args], env=self.rabbit.base_env(),  # type: ignore[attr-defined]
-                              capture_output=True, text=True, timeout=60)
+                              capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-300:]}")
 
@@ -174,7 +174,7 @@ async def _ready(url: str, name: str, sandbox: Sandbox, pid: int, timeout: float
         try:
             async with aiohttp.ClientSession() as session, session.get(url, timeout=aiohttp.ClientTimeout(2)) as r:
                 return r.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (aiohttp.ClientError, TimeoutError):
             return False
 
     await _wait(f"{name} (pid {pid}) ready at {url}", ready, timeout)

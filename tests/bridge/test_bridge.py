@@ -149,7 +149,7 @@ async def read_position(broker, names) -> int | None:
 async def test_the_last_batchs_position_is_recorded_without_a_next_batch_to_carry_its_confirm(bridge):
     """A batch's position record is confirmed with the next batch's messages (one round trip per
     ack); the last batch has no next one, and its record must still reach the broker."""
-    process, gate, names, link_port, broker = bridge
+    _, _, names, link_port, broker = bridge
     source = ListSource(payments(1, 400))
     sender, task = sender_for(link_port, source)
 
