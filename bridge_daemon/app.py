@@ -45,4 +45,5 @@ class BridgeDaemon:
         await self.receiver.stop()
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.publisher.settle()  # the last batch's position record
         await self.publisher.close()

@@ -3,7 +3,10 @@
 ``apply`` returns — and so the ack goes upstream — only after RabbitMQ has
 confirmed every message of the batch. Publishes are pipelined: the whole
 batch is in flight at once and the confirms are awaited together, not one
-round trip per message.
+round trip per message. The position record of a batch is published once the
+batch is confirmed and its own confirm is awaited with the next batch's, so an
+ack costs one confirm round trip, not two (nor a queue declaration: that is
+done once per channel).
 
 The bridge keeps no state: the stream position it reports in the welcome
 lives in the broker (a one-message queue written after each confirmed batch).
@@ -42,6 +45,8 @@ class Publisher:
         self.channel: aio_pika.abc.AbstractChannel | None = None
         self.exchange: aio_pika.abc.AbstractExchange | None = None
         self._lock = asyncio.Lock()
+        self._position_queues: dict[str, aio_pika.abc.AbstractQueue] = {}  # declared on this channel
+        self._saving: asyncio.Task | None = None  # the last batch's position, still being confirmed
 
     @property
     def connected(self) -> bool:
@@ -78,6 +83,7 @@ class Publisher:
 
     async def close(self) -> None:
         connection, self.connection, self.channel, self.exchange = self.connection, None, None, None
+        self._position_queues = {}
         if connection is not None and not connection.is_closed:
             try:
                 await within(2, connection.close())
@@ -85,16 +91,24 @@ class Publisher:
                 pass
 
     async def publish(self, events: Sequence[Event]) -> None:
+        """Every message of the batch in flight at once; returns when RabbitMQ confirmed them all.
+
+        The previous batch's position record is confirmed alongside (see ``save_position``).
+        """
+        saving, self._saving = self._saving, None
         await self._ensure()
         assert self.exchange is not None
+        exchange = self.exchange
         try:
-            await within(self.settings.confirm_timeout, asyncio.gather(*(
-                self.exchange.publish(to_message(e), routing_key=e.type) for e in events)))
+            await within(self.settings.confirm_timeout, asyncio.gather(
+                *(exchange.publish(to_message(e), routing_key=e.type) for e in events),
+                *([saving] if saving is not None else [])))
         except Exception as exc:
             await self.close()  # unknown which messages were confirmed: reconnect, billing resends
             raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
 
     async def position(self, stream: str) -> int:
+        await self.settle()
         await self._ensure()
         assert self.channel is not None
         try:
@@ -109,11 +123,35 @@ class Publisher:
             await self.close()
             raise BrokerUnavailable(f"could not read the stream position: {exc!r}") from exc
 
-    async def save_position(self, stream: str, seq: int) -> None:
-        assert self.channel is not None
+    def save_position(self, stream: str, seq: int) -> None:
+        """Record ``seq`` (every message up to it confirmed) as the stream's position, without waiting.
+
+        Its confirm is awaited with the next batch's (or by ``settle``), so the ack upstream does
+        not wait for a second round trip. It is published only after its batch was confirmed, so
+        the record never runs ahead of what the broker holds; if it is lost (the bridge dies
+        first), the record is one batch older and billing resends that batch: duplicates the
+        consumers drop by message id, never a gap.
+        """
+        assert self._saving is None, "one position record in flight at a time"
+        self._saving = asyncio.ensure_future(self._save_position(stream, seq))
+        self._saving.add_done_callback(_retrieved)
+
+    async def settle(self) -> None:
+        """Wait for the position record in flight, if any (a failed one just leaves the older record)."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            try:
+                await saving
+            except BrokerUnavailable:
+                pass
+
+    async def _save_position(self, stream: str, seq: int) -> None:
         try:
+            await self._ensure()
+            assert self.channel is not None
+            channel = self.channel
             await self._position_queue(stream)
-            await within(self.settings.confirm_timeout, self.channel.default_exchange.publish(
+            await within(self.settings.confirm_timeout, channel.default_exchange.publish(
                 aio_pika.Message(json.dumps({"stream": stream, "position": seq}).encode(),
                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
                 routing_key=self.names.position_queue(stream)))
@@ -123,9 +161,18 @@ class Publisher:
 
     async def _position_queue(self, stream: str) -> aio_pika.abc.AbstractQueue:
         assert self.channel is not None
-        # One message, the newest: each save pushes the previous one out.
-        return await self.channel.declare_queue(self.names.position_queue(stream), durable=True,
-                                                arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+        if stream not in self._position_queues:
+            # One message, the newest: each save pushes the previous one out. Declared once per channel.
+            self._position_queues[stream] = await self.channel.declare_queue(
+                self.names.position_queue(stream), durable=True,
+                arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+        return self._position_queues[stream]
+
+
+def _retrieved(task: asyncio.Task) -> None:
+    """A position record that failed after the bridge stopped waiting for it is not an error to report."""
+    if not task.cancelled():
+        task.exception()
 
 
 class PaymentsToBroker:
@@ -141,5 +188,5 @@ class PaymentsToBroker:
     async def apply(self, events: Sequence[Event]) -> None:
         await self.publisher.publish(events)
         # Recorded only after every message of the batch is confirmed, so the broker's
-        # position never runs ahead of what the broker holds.
-        await self.publisher.save_position(self.stream, events[-1].seq)
+        # position never runs ahead of what the broker holds; confirmed with the next batch.
+        self.publisher.save_position(self.stream, events[-1].seq)

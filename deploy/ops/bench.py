@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import aiohttp
 
+from deploy.ops import resources
 from deploy.ops.daemons import DAEMONS
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env, operator_token
@@ -216,7 +217,8 @@ def _session(env: dict[str, str]) -> aiohttp.ClientSession:
 
 
 async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, Any]:
-    env = daemon_env(stack_settings())
+    settings = stack_settings()
+    env = daemon_env(settings)
     urls = {spec.name: spec.url(env) for spec in DAEMONS}
     async with _session(env) as session:
         await _ready(session, urls)
@@ -234,11 +236,15 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
                                                       arrivals, watching))
         await asyncio.wait_for(watching.wait(), 10)
         samples = Samples()
+        sampler = resources.Sampler(resources.daemon_pids(settings)).start()  # the daemons `run all` started
         started = time.monotonic()
         until = started + duration
         run_id = os.urandom(3).hex()  # simulated users of this run only
-        await asyncio.gather(*(_buyer(session, urls, seats, until, samples, f"{run_id}-{i}")
-                               for i in range(concurrency)))
+        try:
+            await asyncio.gather(*(_buyer(session, urls, seats, until, samples, f"{run_id}-{i}")
+                                   for i in range(concurrency)))
+        finally:
+            used = sampler.stop()
         elapsed = time.monotonic() - started
 
         # Let the last sales cross every hop, then read when the portal finalized each.
@@ -255,7 +261,7 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
         "reservations_per_s": round(len(samples.reserve_ms) / elapsed, 1),
         "purchases_per_s": round(len(samples.orders) / elapsed, 1),
         "reserve_latency_ms": percentiles(samples.reserve_ms), "pay_latency_ms": percentiles(samples.pay_ms),
-        "propagation_ms": hops, "errors": samples.errors,
+        "propagation_ms": hops, "errors": samples.errors, "resources": used,
         "baseline": _baseline(env, concurrency, max(3, int(duration))) if baseline else None,
     }
     return report
@@ -271,6 +277,7 @@ def render(report: dict[str, Any]) -> str:
              row("reserve (HTTP, client side)", report["reserve_latency_ms"]),
              row("pay (HTTP, client side)", report["pay_latency_ms"])]
     lines += [row(name, p) for name, p in report["propagation_ms"].items()]
+    lines += resources.render(report.get("resources"))
     base = report.get("baseline")
     if base and "tps" in base:
         lines += ["", f"  baseline, same machine, same run: {base['what']}: {base['tps']:.0f} tps, "

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from deploy.ops import resources
 from deploy.ops.bench import _baseline, _bench_seats, _ready, _session, percentiles
 from deploy.ops.daemons import DAEMONS
 from deploy.ops.stack.settings import stack_settings
@@ -54,7 +55,8 @@ async def schedule(rate: float, duration: float, fire: Callable[[int, float], Aw
 
 
 async def run(rate: float, duration: float, baseline: bool) -> dict[str, Any]:
-    env = daemon_env(stack_settings())
+    settings = stack_settings()
+    env = daemon_env(settings)
     urls = {spec.name: spec.url(env) for spec in DAEMONS}
     clock = time.perf_counter
     latencies: list[float] = []
@@ -83,10 +85,14 @@ async def run(rate: float, duration: float, baseline: bool) -> dict[str, Any]:
             latencies.append((done - planned) * 1000)
             finished.append(done)
 
+        sampler = resources.Sampler(resources.daemon_pids(settings)).start()  # the daemons `run all` started
         t0 = clock()
-        tasks = await schedule(rate, duration, reserve, clock)
-        sent_s = clock() - t0
-        await asyncio.gather(*tasks)
+        try:
+            tasks = await schedule(rate, duration, reserve, clock)
+            sent_s = clock() - t0
+            await asyncio.gather(*tasks)
+        finally:
+            used = sampler.stop()
         elapsed = (max(finished) if finished else clock()) - t0
     return {
         "mode": "open-loop", "duration_s": duration, "requests": len(tasks),
@@ -95,7 +101,7 @@ async def run(rate: float, duration: float, baseline: bool) -> dict[str, Any]:
         "achieved_holds_per_s": round(len(latencies) / elapsed, 1) if elapsed > 0 else None,
         "reserve_latency_from_planned_ms": percentiles(latencies),
         "scheduler_start_lag_ms": percentiles(lags),
-        "errors": errors,
+        "errors": errors, "resources": used,
         "baseline": _baseline(env, 16, max(3, int(duration))) if baseline else None,
     }
 
@@ -110,6 +116,7 @@ def render(report: dict[str, Any]) -> str:
              f"  {'reserve, from planned start':<42} {p['n']:>7} {p['p50']!s:>9} {p['p95']!s:>9} {p['p99']!s:>9}",
              f"  {'scheduler lag (start - planned)':<42} {lag['n']:>7} {lag['p50']!s:>9} {lag['p95']!s:>9} "
              f"{lag['p99']!s:>9}"]
+    lines += resources.render(report.get("resources"))
     base = report.get("baseline")
     if base and "tps" in base:
         lines += ["", f"  baseline, same machine, same run: {base['what']}: {base['tps']:.0f} tps, "

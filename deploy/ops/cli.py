@@ -92,6 +92,10 @@ def _bench(args: argparse.Namespace) -> int:
 
         return holds_sql_main(args.duration if args.duration is not None else 5,
                               [int(n) for n in args.clients.split(",")], args.seats, args.json_out)
+    if args.mode == "bridge":
+        from deploy.ops.bench_bridge import main as bridge_main
+
+        return bridge_main(args.events, args.json_out)
     duration = args.duration if args.duration is not None else 10.0
     if args.open_loop is not None:
         from deploy.ops.bench_open import main as open_loop_main
@@ -265,10 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
         "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
         "a pgbench baseline measured in the same run.")
-    bench.add_argument("--mode", choices=["buyers", "holds-sql"], default="buyers",
+    bench.add_argument("--mode", choices=["buyers", "holds-sql", "bridge"], default="buyers",
                        help="buyers: simulated buyers against the running pipeline (default); holds-sql: pgbench "
                        "runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
-                       "database (no daemons needed)")
+                       "database (no daemons needed); bridge: a backlog of payment events drained by a private "
+                       "billing and bridge into a throwaway vhost, beside a plain confirming publisher (only "
+                       "the stack needed)")
+    bench.add_argument("--events", type=int, default=20_000, help="bridge: payment events (default 20000)")
     bench.add_argument("--duration", type=float, default=None,
                        help="seconds of load (default 10; holds-sql: seconds per pgbench run, default 5)")
     bench.add_argument("--open-loop", type=float, metavar="RATE", default=None,

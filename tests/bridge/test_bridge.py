@@ -131,3 +131,35 @@ async def test_the_broker_going_away_stops_acks_and_nothing_is_lost_when_it_retu
     # portal dedupes by message_id); never a gap, never out of order at first appearance.
     first_seen = list(dict.fromkeys(m.message_id for m in messages))
     assert first_seen == [e.id for e in source.events]
+
+
+async def read_position(broker, names) -> int | None:
+    channel = await broker.channel()
+    try:
+        queue = await channel.get_queue(names.position_queue("payments"))
+        message = await queue.get(no_ack=False, fail=False)
+        if message is None:
+            return None
+        await message.nack(requeue=True)
+        return json.loads(message.body)["position"]
+    finally:
+        await channel.close()
+
+
+async def test_the_last_batchs_position_is_recorded_without_a_next_batch_to_carry_its_confirm(bridge):
+    """A batch's position record is confirmed with the next batch's messages (one round trip per
+    ack); the last batch has no next one, and its record must still reach the broker."""
+    _, _, names, link_port, broker = bridge
+    source = ListSource(payments(1, 400))
+    sender, task = sender_for(link_port, source)
+
+    async def recorded() -> bool:
+        return sender.acked == 400 and await read_position(broker, names) == 400
+
+    try:
+        await wait_until(recorded, 20, "all 400 acked and the bridge's position record at 400")
+    finally:
+        await sender.stop()
+        task.cancel()
+    messages = await drain(broker, names.portal_queue, 400)
+    assert [m.message_id for m in messages] == [e.id for e in source.events], "in order, each once"

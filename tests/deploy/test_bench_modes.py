@@ -1,16 +1,27 @@
 """`ticketflow bench`'s measurement modes do what they say (behaviour only, never timings):
 the pgbench scripts of `--mode holds-sql` hold a seat and write an outbox row on a fresh
-reservation database, and `--open-loop` starts requests at their planned times.
+reservation database, `--open-loop` starts requests at their planned times, `--mode bridge` drains a
+real billing backlog through a real bridge beside a plain publisher and cleans up, and the resource
+sampler reads a real process's memory and CPU.
 """
 
 import asyncio
 import itertools
+import json
+import select
+import subprocess
+import sys
+import time
 
 import asyncpg
+import pymysql
 import pytest
 
 from deploy.ops import bench_sql
 from deploy.ops.bench_open import planned_starts, schedule
+from deploy.ops.stack.rabbitmq import RABBIT_BIN
+from deploy.ops.stack.settings import stack_settings
+from deploy.ops.stack.topology import local
 from tests.support.stack import fresh_pg_database
 
 
@@ -106,3 +117,88 @@ async def test_a_late_scheduler_starts_due_requests_at_once_and_keeps_their_plan
     await asyncio.gather(*tasks)
     assert [p for p, _ in seen] == pytest.approx([i / 100 for i in range(10)])
     assert all(at >= planned for planned, at in seen)  # latency from `planned` includes the lateness
+
+
+# --- per-daemon RSS and CPU (deploy/ops/resources.py) ------------------------------------------------
+
+SPIN = """
+import sys, select
+block = bytearray(80 * 1024 * 1024)
+for i in range(0, len(block), 4096):  # touch every page: resident, not just reserved
+    block[i] = 1
+print("allocated", flush=True)
+while not select.select([sys.stdin], [], [], 0)[0]:  # busy until the test writes (or closes stdin)
+    pass
+"""
+
+
+def test_the_sampler_reads_a_real_processes_memory_and_cpu():
+    from deploy.ops import resources
+
+    child = subprocess.Popen([sys.executable, "-c", SPIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "allocated"
+        sampler = resources.Sampler({"hog": child.pid, "gone": None}, interval=0.02).start()
+        deadline = time.monotonic() + 20
+        while resources.cpu_seconds(child.pid) - sampler.cpu_start["hog"] < 0.3:
+            assert time.monotonic() < deadline, "the spinning child never used 0.3 s of CPU"
+            select.select([], [], [], 0.02)  # the sampler's thread samples meanwhile
+        report = sampler.stop()
+    finally:
+        child.stdin.close()
+        child.wait(10)
+    assert set(report) == {"hog"}  # a daemon that is not running is left out
+    hog = report["hog"]
+    assert hog["pid"] == child.pid
+    assert 80 <= hog["peak_rss_mb"] < 200, hog  # the 80 MB it touched, plus an interpreter
+    assert hog["cpu_seconds"] >= 0.3 and hog["cpu_percent"] > 10, hog
+    assert sampler.samples >= 3
+    # After it exited, /proc has nothing: the figures of the last sample stay.
+    assert resources.rss_kb(child.pid) is None and resources.cpu_seconds(child.pid) is None
+    assert sampler.report()["hog"]["peak_rss_mb"] == hog["peak_rss_mb"]
+    assert "hog" in "\n".join(resources.render(report))
+
+
+# --- ticketflow bench --mode bridge ---------------------------------------------------------------------
+
+
+@pytest.mark.stack
+def test_bridge_mode_drains_billings_backlog_through_a_real_bridge_beside_a_plain_publisher(tmp_path):
+    out = tmp_path / "bridge.json"
+    bench = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "bench", "--mode", "bridge", "--events", "700",
+                            "--json-out", str(out)], capture_output=True, text=True, timeout=240, check=False)
+    assert bench.returncode == 0, bench.stdout + bench.stderr
+    assert "ratio bridge / baseline" in bench.stdout and "peak RSS MB" in bench.stdout
+    report = json.loads(out.read_text())
+    assert report["mode"] == "bridge" and report["events"] == 700
+    # Every event went through billing's relay and the bridge, and billing knows RabbitMQ has them all.
+    assert report["bridge"]["billing_stream"] == {"stream": "payments", "last_seq": 700, "acked_seq": 700, "lag": 0}
+    assert report["bridge"]["msgs_per_s"] > 0 and report["baseline"]["msgs_per_s"] > 0
+    assert len(report["baseline"]["runs_msgs_per_s"]) == 2
+    assert report["ratio"] == pytest.approx(report["bridge"]["msgs_per_s"] / report["baseline"]["msgs_per_s"],
+                                            rel=0.01)
+    assert set(report["resources"]) == {"billing", "bridge"}
+    for figures in report["resources"].values():
+        assert figures["peak_rss_mb"] > 20 and figures["cpu_percent"] is not None, report["resources"]
+    # The throwaway database and vhost are gone, as are the daemons it started.
+    removed = report["removed"]
+    settings = stack_settings()
+    conn = pymysql.connect(host="127.0.0.1", port=settings.mariadb_port, user=settings.user,
+                           password=settings.password)
+    try:
+        with conn.cursor() as cur:
+            assert cur.execute("SHOW DATABASES LIKE %s", (removed["database"],)) == 0
+    finally:
+        conn.close()
+    vhosts = subprocess.run([str(RABBIT_BIN / "rabbitmqctl"), "list_vhosts", "--silent"],
+                            env=local(settings).server("rabbitmq").base_env(), capture_output=True, text=True,
+                            check=False)
+    assert vhosts.returncode == 0 and removed["vhost"] not in vhosts.stdout.split()
+    for name in ("billing", "bridge"):
+        assert resources_gone(report["resources"][name]["pid"])
+
+
+def resources_gone(pid: int) -> bool:
+    from deploy.ops.stack.process import _start_time
+
+    return _start_time(pid) is None
