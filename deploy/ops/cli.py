@@ -54,6 +54,10 @@ def _stack(args: argparse.Namespace) -> int:
             server = topology.server(name)
             pid = server.pid()
             print(f"{name:<10} {state}" + (f" (pid {pid})" if pid else ""))
+        if hasattr(topology, "report"):
+            from deploy.ops.stack.topology import format_report
+
+            print(format_report(topology.report()))
         return 0 if all(s.startswith("up") for s in states.values()) else 3
     elif args.action == "env":
         prefix = "export " if args.export else ""
