@@ -54,11 +54,15 @@ def _stack(args: argparse.Namespace) -> int:
             server = topology.server(name)
             pid = server.pid()
             print(f"{name:<10} {state}" + (f" (pid {pid})" if pid else ""))
-        if hasattr(topology, "report"):
-            from deploy.ops.stack.topology import format_report
+        problems: list[str] = []
+        if hasattr(topology, "report"):  # the HA topology: roles, lag, etcd, HAProxy backends
+            from deploy.ops.stack.topology import format_report, report_problems
 
-            print(format_report(topology.report()))
-        return 0 if all(s.startswith("up") for s in states.values()) else 3
+            report = topology.report()
+            problems = report_problems(report)
+            print(format_report(report))
+            print("problems:\n" + "\n".join(f"  {p}" for p in problems) if problems else "cluster healthy")
+        return 0 if not problems and all(s.startswith("up") for s in states.values()) else 3
     elif args.action == "env":
         prefix = "export " if args.export else ""
         for key, value in topology.env().items():

@@ -62,7 +62,6 @@ def stats(port: int, timeout: float = 2.0) -> list[dict[str, str]]:
 class HAProxy(Server):
     name = "haproxy"
     packages = {"haproxy": [HAPROXY]}
-    stop_signal = "SIGUSR1"  # soft stop: stop listening, let sessions finish (SIGKILL after the timeout)
 
     def __init__(self, settings: StackSettings, ha: HASettings) -> None:
         super().__init__(settings)

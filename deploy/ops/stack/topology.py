@@ -266,8 +266,17 @@ class HATopology(Topology):
         for node in self.nodes:
             if node.name in leaders:
                 states[node.name] = node.stop()
-        states.update(_each(list(self.etcd), "stop"))
-        return states
+        # etcd followers before the leader: a stopping leader hands leadership to a live follower
+        # first, and waits for that hand-over when the followers are stopping too (8 s seen).
+        etcd_leaders = {e["name"] for e in cluster_members(self.etcd) if e.get("leader")}
+        followers = [e for e in self.etcd if e.name not in etcd_leaders]
+        if followers:
+            states.update(_each(followers, "stop"))
+        states.update({e.name: e.stop() for e in self.etcd if e.name in etcd_leaders})
+        return dict(sorted(states.items(), key=lambda item: list(self._names()).index(item[0])))
+
+    def _names(self) -> Iterator[str]:
+        return (s.name for s in self.servers)
 
     def status(self) -> dict[str, str]:
         return {**_each(self.shared, "status"), **_each(self.servers, "status")}
@@ -312,6 +321,25 @@ def ha(settings: StackSettings | None = None, ha_config: HASettings | None = Non
     proxy = HAProxy(own, ha_config)
     return HATopology("ha", [*etcd, *nodes, proxy], Keys(settings.root), etcd=etcd, nodes=nodes, proxy=proxy,
                       shared=[MariaDB(settings), RabbitMQ(settings)])
+
+
+def report_problems(report: dict) -> list[str]:
+    """What keeps a ``report()`` from a healthy HA cluster (empty: a leader, a sync standby, etcd quorum, rw routed)."""
+    roles = [m.get("role") for m in report["postgres"]]
+    problems = [m["error"] for m in report["postgres"] if "error" in m]
+    if roles.count("leader") != 1:
+        problems.append(f"{roles.count('leader')} PostgreSQL leaders")
+    if not any(r in ("sync_standby", "synchronous_standby") for r in roles):
+        problems.append("no synchronous standby: writes block (strict synchronous mode)")
+    unhealthy = [e["name"] for e in report["etcd"] if not e["healthy"]]
+    if len(unhealthy) * 2 >= len(report["etcd"]):
+        problems.append(f"etcd has no quorum ({', '.join(unhealthy)} unhealthy)")
+    elif unhealthy:
+        problems.append(f"etcd members unhealthy: {', '.join(unhealthy)}")
+    rw_up = [b["server"] for b in report["haproxy"] if b.get("proxy") == "postgres_rw" and b.get("status") == "UP"]
+    if len(rw_up) != 1:
+        problems.append(f"HAProxy's read-write port routes to {len(rw_up)} nodes")
+    return problems
 
 
 def format_report(report: dict) -> str:
