@@ -20,6 +20,8 @@ import pytest
 from deploy.ops.stack.settings import HASettings
 from deploy.ops.stack.topology import ha, report_problems
 
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
 HA = HASettings()
 HA_PORTS = [HA.rw_port, HA.ro_port, HA.stats_port,
             *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port) for i in range(3))]
