@@ -159,104 +159,6 @@ class HATopology(Topology):
         raise StackError(f"HAProxy's read-write port {proxy.ha.rw_port} reaches no primary ({last!r})")
 
     def down(self) -> dict[str, bool]:
-        with ThreadPoolExecutor(len(self.servers)) as pool:
-            results = {s.name: pool.submit(s.stop) for s in self.servers}
-            return {name: future.result() for name, future in results.items()}
-
-    def status(self) -> dict[str, str]:
-        with ThreadPoolExecutor(len(self.servers)) as pool:
-            results = {s.name: pool.submit(s.status) for s in self.servers}
-            return {name: future.result() for name, future in results.items()}
-
-    def env(self) -> dict[str, str]:
-        merged: dict[str, str] = {}
-        for server in self.servers:
-            merged.update(server.env())
-        if self.keys is not None:
-            merged.update(self.keys.env())
-        return merged
-
-
-def local(settings: StackSettings | None = None) -> Topology:
-    settings = settings or stack_settings()
-    return Topology("local", [Postgres(settings), MariaDB(settings), RabbitMQ(settings)], Keys(settings.root))
-
-
-def _each(servers: list[Server], action: str) -> dict:
-    with ThreadPoolExecutor(len(servers)) as pool:
-        results = {s.name: pool.submit(getattr(s, action)) for s in servers}
-        return {name: future.result() for name, future in results.items()}
-
-
-@dataclass
-class HATopology(Topology):
-    """etcd x3, PostgreSQL x3 under Patroni, HAProxy; MariaDB and RabbitMQ shared with ``local``.
-
-    Its own servers live under their own directory (``<stack dir>/ha`` by default), so
-    it runs beside the local topology. Until the Galera and RabbitMQ clusters exist
-    (issue 12) the daemons' MariaDB and RabbitMQ are the local topology's: ``up``
-    starts them if nothing answers on their ports, ``down`` leaves them running (the
-    local topology may be serving), and ``ticketflow stop`` stops both.
-    """
-
-    etcd: list[EtcdMember] = field(default_factory=list)
-    nodes: list[PatroniNode] = field(default_factory=list)
-    proxy: HAProxy | None = None
-    shared: list[Server] = field(default_factory=list)
-    ready_timeout: float = 120.0
-
-    def up(self) -> dict[str, str]:
-        self.install()
-        states = {s.name: (s.up() if not s._probe_ok() else "already up (shared with the local topology)")
-                  for s in self.shared}
-        # etcd before Patroni (it holds the leader lock), Patroni before HAProxy (its health checks).
-        states.update(_each(list(self.etcd), "up"))
-        states.update(_each(list(self.nodes), "up"))
-        states[self.proxy.name] = self.proxy.up()
-        states["cluster"] = self.wait_synchronous()
-        asyncio.run(self._ensure_database())
-        if self.keys is not None:
-            states["keys"] = self.keys.ensure()
-        return states
-
-    def wait_synchronous(self) -> str:
-        """Wait until Patroni reports a leader and a synchronous standby (strict mode: no writes before)."""
-        deadline = time.monotonic() + self.ready_timeout
-        roles: dict[str, str] = {}
-        while time.monotonic() < deadline:
-            roles = {m["name"]: m.get("role", "?") for m in cluster(self.nodes).get("members", [])}
-            leaders = [n for n, r in roles.items() if r == "leader"]
-            syncs = [n for n, r in roles.items() if r in ("sync_standby", "synchronous_standby")]
-            if leaders and syncs:
-                return f"leader {leaders[0]}, synchronous standby {', '.join(syncs)}"
-            time.sleep(0.3)
-        raise StackError(f"no leader with a synchronous standby within {self.ready_timeout:.0f}s (roles: {roles})")
-
-    async def _ensure_database(self) -> None:
-        import asyncpg
-
-        s = self.proxy.settings
-        dsn = self.proxy.dsn(self.proxy.ha.rw_port, "postgres")
-        deadline = time.monotonic() + 30
-        while True:  # HAProxy routes to the leader after its next check (1 s)
-            try:
-                conn = await asyncpg.connect(dsn, timeout=3)
-                if await conn.fetchval("SELECT NOT pg_is_in_recovery()"):
-                    break
-                await conn.close()
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                if time.monotonic() > deadline:
-                    raise StackError(f"HAProxy's read-write port {self.proxy.ha.rw_port} reaches no primary: {exc!r}")
-            if time.monotonic() > deadline:
-                raise StackError(f"HAProxy's read-write port {self.proxy.ha.rw_port} reaches no primary")
-            await asyncio.sleep(0.2)
-        try:
-            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", s.database):
-                await conn.execute(f'CREATE DATABASE "{s.database}"')
-        finally:
-            await conn.close()
-
-    def down(self) -> dict[str, bool]:
         """HAProxy, then the replicas, then the leader (so no failover starts), then etcd."""
         states = {self.proxy.name: self.proxy.stop()}
         leaders = {m["name"] for m in cluster(self.nodes).get("members", []) if m.get("role") == "leader"}
@@ -273,10 +175,7 @@ class HATopology(Topology):
         if followers:
             states.update(_each(followers, "stop"))
         states.update({e.name: e.stop() for e in self.etcd if e.name in etcd_leaders})
-        return dict(sorted(states.items(), key=lambda item: list(self._names()).index(item[0])))
-
-    def _names(self) -> Iterator[str]:
-        return (s.name for s in self.servers)
+        return {s.name: states[s.name] for s in self.servers}
 
     def status(self) -> dict[str, str]:
         return {**_each(self.shared, "status"), **_each(self.servers, "status")}
