@@ -8,7 +8,7 @@ TICKETFLOW := $(VENV)/bin/ticketflow
 PYTEST     := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint stop status env clean
+.PHONY: setup run run-ha test lint stop status status-ha env clean
 
 $(VENV)/.installed: pyproject.toml deploy/bootstrap.sh
 	sh deploy/bootstrap.sh
@@ -49,3 +49,15 @@ env: $(VENV)/.installed
 # Removes the virtualenv and the stack's data: a fresh start.
 clean: stop
 	rm -rf $(VENV) .stack .pytest_cache .hypothesis
+
+# The HA topology (etcd x3, PostgreSQL x3 under Patroni, HAProxy; MariaDB and RabbitMQ still the
+# local ones) and the daemons on it. `make stop` stops it too; `make status-ha` shows its cluster.
+run-ha: setup
+	$(TICKETFLOW) stack up --topology ha
+	@echo
+	@$(TICKETFLOW) stack env --topology ha
+	@echo
+	$(TICKETFLOW) run all --topology ha
+
+status-ha: $(VENV)/.installed
+	$(TICKETFLOW) status --topology ha

@@ -1,6 +1,7 @@
 """``ticketflow``: the operator's entry point.
 
-    ticketflow stack up|down|status|env   the project's own database and broker servers
+    ticketflow stack up|down|status|env [--topology local|ha]
+                                          the project's own database and broker servers
     ticketflow run reservation|billing|bridge|portal
                                           run a daemon in the foreground
     ticketflow run all                    every daemon + a demo event + a walkthrough
@@ -50,11 +51,15 @@ def _stack(args: argparse.Namespace) -> int:
             print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
     elif args.action == "status":
         states = topology.status()
-        for name, state in states.items():
-            server = topology.server(name)
-            pid = server.pid()
-            print(f"{name:<10} {state}" + (f" (pid {pid})" if pid else ""))
-        return 0 if all(s.startswith("up") for s in states.values()) else 3
+        servers = {name: {"state": state, "pid": topology.server(name).pid()} for name, state in states.items()}
+        cluster = _cluster_status(topology, args.json, servers)
+        if not args.json:
+            for name, info in servers.items():
+                print(f"{name:<10} {info['state']}" + (f" (pid {info['pid']})" if info["pid"] else ""))
+            if cluster is not None:
+                print(cluster[1])
+        healthy = all(s.startswith("up") for s in states.values()) and not (cluster and cluster[0])
+        return 0 if healthy else 3
     elif args.action == "env":
         prefix = "export " if args.export else ""
         for key, value in topology.env().items():
@@ -65,7 +70,42 @@ def _stack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster_status(topology, as_json: bool, servers: dict) -> tuple[list[str], str] | None:
+    """The HA topology's cluster report (roles, lag, etcd, HAProxy backends) and what is wrong with it.
+
+    Prints the JSON (servers included) when ``as_json``; returns (problems, text) or None for a topology
+    without a cluster report (local) whose JSON is just the servers.
+    """
+    import json
+
+    if not hasattr(topology, "report"):
+        if as_json:
+            print(json.dumps({"servers": servers}, indent=2))
+        return None
+    from deploy.ops.stack.topology import format_report, report_problems
+
+    report = topology.report()
+    problems = report_problems(report)
+    if as_json:
+        print(json.dumps({"servers": servers, **report, "problems": problems}, indent=2))
+    text = format_report(report) + "\n" + (
+        "problems:\n" + "\n".join(f"  {p}" for p in problems) if problems else "cluster healthy")
+    return problems, text
+
+
+def _use_topology(name: str) -> None:
+    """Daemons started from here (and the supervisor's restarts) reach the servers of topology ``name``."""
+    if name != "local":
+        import os
+
+        # The topology's PostgreSQL replaces whatever the shell had; the servers it shares with the
+        # local topology (MariaDB, RabbitMQ) and the keys keep an operator's explicit settings.
+        for key, value in TOPOLOGIES[name]().env().items():
+            os.environ[key] = value if key.startswith("TICKETFLOW_PG_") else os.environ.get(key, value)
+
+
 def _run(args: argparse.Namespace) -> int:
+    _use_topology(args.topology)
     if args.daemon == "all":
         from deploy.ops.supervisor import run_all
 
@@ -77,7 +117,14 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from deploy.ops.status import main as status_main
 
-    return status_main(args.json, stack_settings())
+    _use_topology(args.topology)
+    code = status_main(args.json, stack_settings())
+    if args.topology != "local" and not args.json:
+        cluster = _cluster_status(TOPOLOGIES[args.topology](), False, {})
+        if cluster is not None:
+            print(f"{args.topology} cluster:\n  " + cluster[1].replace("\n", "\n  "))
+            code = 3 if cluster[0] else code
+    return code
 
 
 def _link(args: argparse.Namespace) -> int:
@@ -112,6 +159,10 @@ def _stop(args: argparse.Namespace) -> int:
     for name, stopped in stop_all(stack_settings()).items():
         print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
     if not args.daemons_only:
+        ha_topology = TOPOLOGIES["ha"]()
+        if any(server.running() for server in ha_topology):  # the HA stack, if one runs from this checkout
+            for name, stopped in ha_topology.down().items():
+                print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
         for name, stopped in TOPOLOGIES["local"]().down().items():
             print(f"{name:<10} {'stopped' if stopped else 'was not running'}")
     return 0
@@ -215,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
         "down: stop what the stack started; status: up/down per server (exit 3 if any is not up); "
         "env: print connection settings; install: only install missing packages",
     )
-    stack.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local", help="which servers (default: local)")
+    stack.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local", help="which servers (default: local; ha: etcd x3, Patroni PostgreSQL x3, HAProxy, under <stack dir>/ha)")
     stack.add_argument("--export", action="store_true", help="env: prefix lines with 'export ' for eval in a shell")
+    stack.add_argument("--json", action="store_true", help="status: print the report as JSON (ha: roles, lag, etcd, "
+                       "HAProxy backends, problems)")
     stack.set_defaults(func=_stack)
 
     from billing_daemon.config import Settings as BillingSettings
@@ -233,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("daemon", choices=["all", *sorted(BY_NAME)],
                      help="all: start every daemon in the background (logs in .stack/logs/), create a demo "
                      "event, print a walkthrough, stop them on Ctrl-C")
+    run.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local",
+                     help="whose servers the daemons use (ha: PostgreSQL through HAProxy's read-write port)")
     run.set_defaults(func=_run)
 
     stop = commands.add_parser("stop", help="stop the daemons started by `run all`, then the stack")
@@ -245,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
         "events written but not yet acknowledged downstream (reservation -> billing, billing -> bridge), "
         "messages waiting in the portal's queue, and dead letters.")
     status.add_argument("--json", action="store_true", help="print the report as JSON")
+    status.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local",
+                        help="ha: daemons' lag read through HAProxy, plus PostgreSQL roles, lag, etcd and HAProxy")
     status.set_defaults(func=_status)
 
     link = commands.add_parser(

@@ -34,3 +34,30 @@ class StackSettings:
 
 def stack_settings() -> StackSettings:
     return load(StackSettings)
+
+
+@dataclass(frozen=True)
+class HASettings:
+    """The HA topology's own directory and ports (node ``i`` of 3 uses ``base + i - 1``)."""
+
+    root: Path | None = setting("TICKETFLOW_HA_STACK_DIR", None, _path,
+                                "data, logs and pid files of the HA servers (default: <stack dir>/ha)")
+    nodes: int = 3
+    etcd_client_port: int = setting("TICKETFLOW_HA_ETCD_CLIENT_PORT", 17501, port, "etcd client, first node")
+    etcd_peer_port: int = setting("TICKETFLOW_HA_ETCD_PEER_PORT", 17511, port, "etcd peer, first node")
+    pg_port: int = setting("TICKETFLOW_HA_PG_PORT", 17521, port, "PostgreSQL under Patroni, first node")
+    rest_port: int = setting("TICKETFLOW_HA_PATRONI_PORT", 17531, port, "Patroni REST API, first node")
+    rw_port: int = setting("TICKETFLOW_HA_RW_PORT", 17540, port, "HAProxy: PostgreSQL primary (read-write)")
+    ro_port: int = setting("TICKETFLOW_HA_RO_PORT", 17541, port, "HAProxy: PostgreSQL replicas (read-only)")
+    stats_port: int = setting("TICKETFLOW_HA_STATS_PORT", 17549, port, "HAProxy statistics (HTML; CSV at /;csv)")
+    scope: str = setting("TICKETFLOW_HA_SCOPE", "ticketflow", str, "Patroni cluster name (etcd key prefix)")
+    # name=public port:replica port,replica port;... -> one HTTP frontend per daemon with /ready checks
+    frontends: str = setting("TICKETFLOW_HA_FRONTENDS", "", str,
+                             "HTTP frontends, e.g. 'reservation=8083:18083,18093;billing=8084:18084,18094'")
+
+    def directory(self, stack: StackSettings) -> Path:
+        return self.root if self.root is not None else stack.root / "ha"
+
+
+def ha_settings() -> HASettings:
+    return load(HASettings)

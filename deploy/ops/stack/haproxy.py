@@ -1,0 +1,101 @@
+"""HAProxy in front of the HA topology: PostgreSQL read-write / read-only ports, daemon frontends.
+
+The read-write port sends connections to the one node whose Patroni answers
+``OPTIONS /primary`` with 200, the read-only port to the replicas. Config from
+``deploy/conf/haproxy.cfg``; each entry of ``TICKETFLOW_HA_FRONTENDS`` adds an
+HTTP frontend from ``deploy/conf/haproxy-frontend.cfg`` (a daemon's public port
+before its replicas, checked on ``/ready``). Backend states come from the stats
+page's CSV.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import urllib.request
+
+from deploy.ops.stack import conf
+from deploy.ops.stack.server import Server, StackError
+from deploy.ops.stack.settings import HASettings, StackSettings
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+def parse_frontends(spec: str) -> list[tuple[str, int, list[int]]]:
+    """``'reservation=8083:18083,18093;billing=8084:18084'`` -> [(name, public port, replica ports)]."""
+    frontends = []
+    for entry in filter(None, (part.strip() for part in spec.split(";"))):
+        try:
+            name, _, ports = entry.partition("=")
+            public, _, replicas = ports.partition(":")
+            frontends.append((name.strip(), int(public), [int(p) for p in replicas.split(",") if p.strip()]))
+        except ValueError:
+            raise StackError(f"bad TICKETFLOW_HA_FRONTENDS entry {entry!r}: want name=port:replica,replica") from None
+        if not name.strip() or not frontends[-1][2]:
+            raise StackError(f"bad TICKETFLOW_HA_FRONTENDS entry {entry!r}: want name=port:replica,replica")
+    return frontends
+
+
+def render(ha: HASettings) -> str:
+    pg_nodes = range(1, ha.nodes + 1)
+
+    def pg_servers() -> str:
+        return "\n".join(f"    server pg{i} 127.0.0.1:{ha.pg_port + i - 1} check port {ha.rest_port + i - 1}"
+                         for i in pg_nodes)
+
+    frontends = "".join(
+        conf.render("haproxy-frontend.cfg", NAME=name, PORT=public, SERVERS="\n".join(
+            f"    server {name}{n} 127.0.0.1:{port} check" for n, port in enumerate(replicas, 1)))
+        for name, public, replicas in parse_frontends(ha.frontends))
+    return conf.render("haproxy.cfg", STATS_PORT=ha.stats_port, RW_PORT=ha.rw_port, RO_PORT=ha.ro_port,
+                       PG_RW_SERVERS=pg_servers(), PG_RO_SERVERS=pg_servers(), HTTP_FRONTENDS=frontends)
+
+
+def stats(port: int, timeout: float = 2.0) -> list[dict[str, str]]:
+    """The stats page's CSV: one row per frontend, server and backend."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/;csv", timeout=timeout) as response:
+        text = response.read().decode()
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+class HAProxy(Server):
+    name = "haproxy"
+    packages = {"haproxy": [HAPROXY]}
+
+    def __init__(self, settings: StackSettings, ha: HASettings) -> None:
+        super().__init__(settings)
+        self.ha = ha
+        self.config = self.dir / "haproxy.cfg"
+
+    def initialized(self) -> bool:
+        return self.config.exists()
+
+    def initialize(self) -> None:
+        self.render()
+
+    def render(self) -> None:
+        conf.write(self.config, render(self.ha))
+        self.run_setup([HAPROXY, "-c", "-q", "-f", str(self.config)])
+
+    def command(self) -> tuple[list[str], dict[str, str] | None]:
+        self.render()
+        return [HAPROXY, "-db", "-f", str(self.config)], None
+
+    async def probe(self) -> None:
+        await asyncio.to_thread(stats, self.ha.stats_port)
+
+    def dsn(self, port: int, database: str | None = None) -> str:
+        s = self.settings
+        return f"postgresql://{s.user}:{s.password}@127.0.0.1:{port}/{database or s.database}"
+
+    def env(self) -> dict[str, str]:
+        return {"TICKETFLOW_PG_DSN": self.dsn(self.ha.rw_port),
+                "TICKETFLOW_PG_REPLICA_DSN": self.dsn(self.ha.ro_port)}
+
+    def backends(self) -> list[dict[str, str]]:
+        """Each backend server's state: proxy, server, status (UP/DOWN/...), last check, current sessions."""
+        return [{"proxy": row["pxname"], "server": row["svname"], "status": row["status"],
+                 "check": row.get("check_status", ""), "sessions": row.get("scur", "")}
+                for row in stats(self.ha.stats_port) if row["svname"] not in ("FRONTEND", "BACKEND")
+                and row["pxname"] != "stats"]
