@@ -10,8 +10,10 @@ charging and recording, nothing in billing's own database says whether the
 money moved; only the gateway knows, so the resolver asks it.
 
 The mock keeps its own durable ledger (``TICKETFLOW_MOCK_GATEWAY_LEDGER``, an
-append-only JSON-lines file, fsynced per record, shared safely by several
-billing processes on one host through ``flock``), outside billing's database.
+append-only JSON-lines file, shared safely by several billing processes on one
+host through ``flock``), outside billing's database. Every record is fsynced before
+its answer is given; concurrent calls share one turn at the file and one fsync
+(group commit), so the ledger costs one disk flush per batch, not one per charge.
 A SIGKILL of billing therefore cannot make it forget a charge, which is what
 makes crash tests of the payment path honest: the charge is written to the
 ledger BEFORE the simulated latency, so a kill during that latency leaves
@@ -31,6 +33,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal, Protocol
 
 from deploy.runtime.times import now_rfc3339
@@ -124,6 +127,9 @@ class MockGateway:
         self._offset = 0  # how much of the ledger file this process has read
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing one process
         self._fd: int | None = None  # the ledger, open and locked, while a locked operation runs
+        self._unsynced = False  # records written in this turn at the file, not yet fsynced
+        self._waiting: list[tuple[Callable[[], Any], asyncio.Future]] = []  # calls for the next turn
+        self._turns: asyncio.Task | None = None  # takes turns at the file while calls are waiting
 
     async def charge(self, attempt_id: str, amount_minor: int, currency: str) -> ChargeResult:
         def decide() -> ChargeResult:
@@ -175,12 +181,45 @@ class MockGateway:
     # --- the ledger -------------------------------------------------------------------
 
     async def _locked(self, fn):
+        """``fn()`` at the ledger (caught up, locked); its records are on disk before it answers.
+
+        Calls arriving while a turn at the file is under way wait for the next turn, which
+        runs them all under one lock and ends with one fsync (group commit).
+        """
         if self.ledger is None:
             return fn()
-        return await asyncio.to_thread(self._with_file, fn)
+        answer = asyncio.get_running_loop().create_future()
+        self._waiting.append((fn, answer))
+        if self._turns is None or self._turns.done():
+            self._turns = asyncio.create_task(self._take_turns())
+        return await answer
 
-    def _with_file(self, fn):
-        """Run ``fn`` holding the ledger's lock, after catching up with what other processes wrote."""
+    async def _take_turns(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                outcomes = await asyncio.to_thread(self._with_file, [fn for fn, _ in batch])
+            except asyncio.CancelledError:  # the loop is closing: nobody is answered
+                for _, answer in batch + self._waiting:
+                    answer.cancel()
+                raise
+            except Exception as exc:  # the file itself failed: every call of the turn fails with it
+                outcomes = [(False, exc)] * len(batch)
+            self._answer(batch, outcomes)
+
+    @staticmethod
+    def _answer(batch, outcomes) -> None:
+        for (_, answer), (ok, value) in zip(batch, outcomes):
+            if answer.done():  # its caller gave up waiting; what it did at the gateway stands
+                continue
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
+
+    def _with_file(self, fns):
+        """Run each of ``fns`` holding the ledger's lock, after catching up with what other processes
+        wrote; fsync what they wrote before returning their outcomes, ``(ok, result or exception)``."""
         with self._thread_lock:
             self.ledger.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.ledger, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -188,10 +227,19 @@ class MockGateway:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 self._catch_up(fd)
                 self._fd = fd
+                outcomes = []
                 try:
-                    return fn()
+                    for fn in fns:
+                        try:
+                            outcomes.append((True, fn()))
+                        except Exception as exc:
+                            outcomes.append((False, exc))
+                    if self._unsynced:
+                        os.fsync(fd)  # before any answer of this turn is given
                 finally:
                     self._fd = None
+                    self._unsynced = False
+                return outcomes
             finally:
                 os.close(fd)  # closing releases the flock
 
@@ -215,7 +263,7 @@ class MockGateway:
             torn = size > self._offset  # a writer died mid-line: end that line before ours
             line = (("\n" if torn else "") + json.dumps(record, sort_keys=True) + "\n").encode()
             os.write(self._fd, line)
-            os.fsync(self._fd)
+            self._unsynced = True  # fsynced at the end of this turn, before anyone is answered
             self._offset = size + len(line)
         self._apply(record)
 

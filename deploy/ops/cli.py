@@ -143,6 +143,11 @@ def _bench(args: argparse.Namespace) -> int:
         from deploy.ops.bench_bridge import main as bridge_main
 
         return bridge_main(args.events, args.json_out)
+    if args.mode == "holds-http":
+        from deploy.ops.bench_http import main as holds_http_main
+
+        return holds_http_main(args.duration if args.duration is not None else 5, args.concurrency,
+                               not args.no_baseline, args.json_out)
     duration = args.duration if args.duration is not None else 10.0
     if args.open_loop is not None:
         from deploy.ops.bench_open import main as open_loop_main
@@ -326,15 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
         "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
         "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
         "a pgbench baseline measured in the same run.")
-    bench.add_argument("--mode", choices=["buyers", "holds-sql", "bridge"], default="buyers",
+    bench.add_argument("--mode", choices=["buyers", "holds-sql", "holds-http", "bridge"], default="buyers",
                        help="buyers: simulated buyers against the running pipeline (default); holds-sql: pgbench "
                        "runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
-                       "database (no daemons needed); bridge: a backlog of payment events drained by a private "
+                       "database (no daemons needed); holds-http: POST /api/reserve against the running "
+                       "reservation daemon beside its own hold statement driven directly (asyncpg), at "
+                       "--concurrency, with the ratio; bridge: a backlog of payment events drained by a private "
                        "billing and bridge into a throwaway vhost, beside a plain confirming publisher (only "
                        "the stack needed)")
     bench.add_argument("--events", type=int, default=20_000, help="bridge: payment events (default 20000)")
     bench.add_argument("--duration", type=float, default=None,
-                       help="seconds of load (default 10; holds-sql: seconds per pgbench run, default 5)")
+                       help="seconds of load (default 10; holds-sql: seconds per pgbench run, holds-http: seconds "
+                       "per path, default 5)")
     bench.add_argument("--open-loop", type=float, metavar="RATE", default=None,
                        help="instead of buyers: POST /api/reserve arriving at RATE per second, each started at its "
                        "planned time; latency measured from the planned start")

@@ -190,13 +190,18 @@ class TokenVerifier:
     """
 
     def __init__(self, public_keys: Path, reload_interval: float = 5.0, leeway: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 cache_size: int = 4096) -> None:
         self.location = public_keys
         self.reload_interval = reload_interval
         self.leeway = leeway
         self.clock = clock
+        self.wall_clock = wall_clock
+        self.cache_size = cache_size
         self._keys: dict[str, Ed25519PublicKey] = {}
         self._loaded_at = float("-inf")
+        # Tokens that verified, by their exact text: (caller, the time from which they are refused).
+        self._verified: dict[str, tuple[Principal, float]] = {}
         self.reload()
 
     def reload(self) -> None:
@@ -209,12 +214,41 @@ class TokenVerifier:
             raise ValueError(f"{self.location}: no Ed25519 public key (*.pem) found")
         self._keys = keys
         self._loaded_at = self.clock()
+        self._verified.clear()  # a key that left the directory must not keep verifying its tokens
 
     @property
     def key_ids(self) -> list[str]:
         return sorted(self._keys)
 
     def verify(self, token: str) -> Principal:
+        """The caller a token names, or :class:`InvalidToken`.
+
+        A token that verified is remembered by its exact text until it expires (``exp`` plus the
+        leeway, exactly when a full verification would start refusing it), so a caller's repeated
+        requests cost a dictionary lookup instead of an Ed25519 verification. Only successes are
+        remembered; a different string (forged, altered) is verified in full. Nothing else about a
+        token changes with time before it expires (``nbf`` and ``iat`` only become more acceptable),
+        and logout is honoured as before: offline verifiers never saw revocations (README, "Logout").
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            if self.wall_clock() < cached[1]:
+                return cached[0]
+            del self._verified[token]
+        caller = self._verify(token)
+        if len(self._verified) >= self.cache_size:
+            self._forget_some()
+        self._verified[token] = (caller, int(caller.expires_at or 0) + self.leeway)
+        return caller
+
+    def _forget_some(self) -> None:
+        """Make room: drop expired tokens; if none had expired, the oldest quarter (insertion order)."""
+        now = self.wall_clock()
+        expired = [token for token, (_, until) in self._verified.items() if until <= now]
+        for token in expired or list(self._verified)[:max(1, self.cache_size // 4)]:
+            del self._verified[token]
+
+    def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

@@ -127,8 +127,11 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"request body over {MAX_BODY} bytes")
     timeout = request.config_dict.get(REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
     try:
-        async with asyncio.timeout(timeout):
+        if request.content.is_eof():  # the whole body came with the head: nothing to wait for
             raw = await request.read()
+        else:
+            async with asyncio.timeout(timeout):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body over {MAX_BODY} bytes") from None
     except TimeoutError:

@@ -52,3 +52,39 @@ async def test_a_torn_last_line_is_skipped_and_closed_off(tmp_path):
     assert (await MockGateway(ledger=ledger).status("a3")).state == "charged"
     lines = ledger.read_text().splitlines()
     assert json.loads(lines[-1])["attempt_id"] == "a3"
+
+
+async def test_concurrent_calls_share_one_fsync_and_each_is_on_disk_before_it_is_answered(tmp_path, monkeypatch):
+    import asyncio
+    import os
+
+    from billing_daemon import gateway as module
+
+    ledger = tmp_path / "g.jsonl"
+    synced: list[int] = []  # ledger records on disk at each fsync
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        synced.append(len(read_ledger(ledger)))
+
+    monkeypatch.setattr(module.os, "fsync", fsync)
+    gateway = MockGateway(success_rate=1.0, ledger=ledger)
+
+    async def charge(i: int):
+        result = await gateway.charge(f"a{i}", 100 + i, "EUR")
+        # Answered only after an fsync that covered this attempt's record.
+        assert synced and any(n >= 1 for n in synced)
+        assert f"a{i}" in {r["attempt_id"] for r in read_ledger(ledger)[:synced[-1]]}
+        return result
+
+    results = await asyncio.gather(*(charge(i) for i in range(20)), gateway.refund("nothing", 1, "EUR"),
+                                   return_exceptions=True)
+    assert all(r.approved for r in results[:20])
+    assert isinstance(results[20], GatewayError)  # one call's failure fails only that call
+    assert len(synced) <= 2, f"20 concurrent charges took {len(synced)} fsyncs"
+    assert sorted(r["attempt_id"] for r in read_ledger(ledger)) == sorted(f"a{i}" for i in range(20))
+    # Nothing written, nothing to flush: a lookup alone takes no fsync.
+    before = len(synced)
+    assert (await gateway.status("a3")).state == "charged"
+    assert len(synced) == before
