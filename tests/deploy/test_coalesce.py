@@ -36,7 +36,7 @@ async def test_a_request_after_a_run_always_gets_a_run_of_its_own():
     coalesced = Coalesced("test", action, interval=0.001)
     for n in range(1, 4):
         coalesced.request()
-        await wait_until(lambda: action.started == n and coalesced._task is None, 5, f"run {n} for request {n}")
+        await wait_until(lambda n=n: action.started == n and coalesced._task is None, 5, f"run {n} for request {n}")
 
 
 async def test_a_failing_action_is_retried_on_the_next_request_not_lost():

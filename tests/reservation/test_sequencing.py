@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from deploy.runtime.pg import Database
-from reservation_daemon.store import STREAM, ReservationStore, Section
+from reservation_daemon.store import ReservationStore, Section
 from tests.helpers import wait_until
 from tests.reservation.conftest import create_event, seats_of
 from tests.reservation.test_stream import acked, check_receiver_history
