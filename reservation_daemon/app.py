@@ -35,7 +35,7 @@ class ReservationDaemon:
         self.verifier = TokenVerifier(Path(settings.token_public_keys))
         self.billing = Peer(settings.billing_url, ServiceToken(settings.service_token_file), settings.peer_timeout)
         self.release_check = ReleaseCheck(self.billing)
-        self.relay = make_relay(settings, self.store, node=self.instance)
+        self.relay, self.wakeups = make_relay(settings, self.store, node=self.instance)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -87,6 +87,7 @@ class ReservationDaemon:
         if self._runner is not None:
             await self._runner.cleanup()  # stop accepting, finish in-flight requests
         await self.relay.stop()
+        await self.wakeups.close()
         await self.background.cancel()
         await self.billing.close()
         await self.db.close()

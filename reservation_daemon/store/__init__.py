@@ -27,6 +27,7 @@ class ReservationStore(EventStore, HoldStore, OutboxStore):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.on_emit = []  # callbacks run after a commit that wrote outbox rows (OutboxStore.emitted)
 
     async def migrate(self) -> list[str]:
         """Versioned migrations, then the stored functions whose files changed."""

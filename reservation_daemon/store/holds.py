@@ -5,14 +5,26 @@ that also writes its outbox row; plus the sweeper's claim/settle around billing'
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from deploy.runtime.pg import Database
 from reservation_daemon.store.outcome import Outcome
 
+# Outcomes after which the transaction may have written an outbox row (a replayed or repeated
+# answer wrote none: the wake-up it causes is spurious and harmless).
+EMITTING = frozenset({"held", "cancelled", "confirmed", "released"})
+
 
 class HoldStore:
     db: Database
+
+    emitted: Callable[[], None]  # OutboxStore's: wakes the relay after a commit that wrote outbox rows
+
+    def _answer(self, outcome: Outcome) -> Outcome:
+        if outcome.name in EMITTING:
+            self.emitted()
+        return outcome
 
     async def reserve(self, reservation_id: uuid.UUID, event_id: uuid.UUID | None, seat_ids: list[uuid.UUID],
                       user_id: str, ttl_seconds: float, idempotency: tuple[str, str, str] | None,
@@ -23,7 +35,7 @@ class HoldStore:
             "SELECT outcome, body FROM tf_reserve($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)",
             reservation_id, event_id, seat_ids, user_id, ttl_seconds, scope, key, request_hash,
         ), idempotent=idempotency is not None)
-        return Outcome(row["outcome"], row["body"])
+        return self._answer(Outcome(row["outcome"], row["body"]))
 
     async def get_reservation(self, reservation_id: uuid.UUID) -> dict[str, Any] | None:
         return await self.db.run(lambda c: c.fetchval("SELECT tf_reservation_json($1)", reservation_id),
@@ -50,16 +62,16 @@ class HoldStore:
     async def cancel(self, reservation_id: uuid.UUID) -> Outcome:
         # Releasing is idempotent (a second release answers the same), so it may be retried.
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_cancel($1)", reservation_id), idempotent=True)
-        return Outcome(row["outcome"], row["body"])
+        return self._answer(Outcome(row["outcome"], row["body"]))
 
     async def confirm(self, reservation_id: uuid.UUID) -> Outcome:
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_confirm($1)", reservation_id), idempotent=True)
-        return Outcome(row["outcome"], row["body"])
+        return self._answer(Outcome(row["outcome"], row["body"]))
 
     async def release_sold(self, reservation_id: uuid.UUID) -> Outcome:
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_release_sold($1)", reservation_id),
                                 idempotent=True)
-        return Outcome(row["outcome"], row["body"])
+        return self._answer(Outcome(row["outcome"], row["body"]))
 
     async def claim_due(self, limit: int, lease_seconds: float) -> list[uuid.UUID]:
         """Due holds (past their expiry, still held) this replica asks billing about next."""
@@ -74,4 +86,6 @@ class HoldStore:
         """
         row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_settle_holds($1, $2, $3)",
                                                      released, paid, kept), idempotent=True)
+        if row["expired"] or row["confirmed"]:
+            self.emitted()
         return row["expired"], row["confirmed"]
