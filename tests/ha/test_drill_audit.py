@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from deploy.ops.drill.audit import audit, write_gap
+from deploy.ops.drill.audit import audit, write_gap, write_gaps
 
 
 def seat(i: int) -> dict:
@@ -121,3 +121,11 @@ def test_write_gap_is_zero_without_failures_but_a_blocked_write_shows_as_a_stall
     gap = write_gap([op(9.9, 10.1), op(10.1, 14.1), op(14.1, 14.2)], since=10.0)
     assert gap["write_gap_s"] == 0.0 and gap["longest_stall_s"] == 4.0
     assert write_gap([op(10.5, 12.0, "failed")], since=10.0)["write_gap_s"] is None  # never recovered
+
+
+def test_a_payment_succeeding_during_a_postgresql_outage_does_not_close_the_holds_gap():
+    ops = [{**op(10.1, 13.1, "unknown"), "kind": "reserve"}, {**op(10.2, 10.3), "kind": "pay"},
+           {**op(13.2, 18.0), "kind": "reserve"}]
+    gaps = write_gaps(ops, since=10.0)
+    assert gaps["write_gap_s"] == 7.9 and gaps["by_kind"]["pay"]["write_gap_s"] == 0.0
+    assert write_gaps([{**op(10.1, 11.0, "failed"), "kind": "reserve"}], since=10.0)["write_gap_s"] is None

@@ -142,3 +142,20 @@ def write_gap(ops: list[dict[str, Any]], since: float) -> dict[str, float | None
     stall = max((b - a for a, b in zip(points, points[1:])), default=None)
     return {"write_gap_s": gap, "longest_stall_s": round(stall, 3) if stall is not None else None,
             "first_failed_write_at_s": round(first_bad["t0"] - since, 3) if first_bad else None}
+
+
+def write_gaps(ops: list[dict[str, Any]], since: float) -> dict[str, Any]:
+    """``write_gap`` per kind of write (holds hit PostgreSQL, payments MariaDB), headline the worst.
+
+    A payment succeeding while PostgreSQL is down must not close the holds' gap.
+    """
+    kinds = sorted({o.get("kind") or "write" for o in ops})
+    by_kind = {k: write_gap([o for o in ops if (o.get("kind") or "write") == k], since) for k in kinds}
+
+    def worst(key: str) -> float | None:
+        values = [g[key] for g in by_kind.values() if g[key] is not None]
+        unrecovered = any(g["write_gap_s"] is None and g["first_failed_write_at_s"] is not None
+                          for g in by_kind.values())
+        return None if (key == "write_gap_s" and unrecovered) else max(values, default=None)
+
+    return {"write_gap_s": worst("write_gap_s"), "longest_stall_s": worst("longest_stall_s"), "by_kind": by_kind}

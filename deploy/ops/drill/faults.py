@@ -85,6 +85,7 @@ class Clock:
         while time.monotonic() < deadline:
             try:
                 ok = await condition() if asyncio.iscoroutinefunction(condition) else await asyncio.to_thread(condition)
+                assert not asyncio.iscoroutine(ok), f"{name}: pass the coroutine function, not a lambda"
             except Exception:  # an API that is itself down right now just means "not yet"
                 ok = False
             if ok:

@@ -64,11 +64,12 @@ class History:
 
 
 class Load:
-    def __init__(self, urls: dict[str, str], token: str, *, buyers: int = 6, timeout: float = 3.0,
+    def __init__(self, urls: dict[str, str], token: str, *, buyers: int = 6, probers: int = 2, timeout: float = 3.0,
                  purchase_deadline: float = 45.0, history: History | None = None) -> None:
         self.urls = urls
         self.token = token
         self.buyers = buyers
+        self.probers = probers
         self.timeout = timeout
         self.purchase_deadline = purchase_deadline
         self.history = history or History()
@@ -157,12 +158,26 @@ class Load:
             n += 1
             await self.purchase(seats.get_nowait(), f"drill-{self.run_id}-{index}-{n}")
 
+    async def prober(self, index: int, seats: asyncio.Queue) -> None:
+        """Holds only, one after another: a buyer waiting for its order sends no writes, a prober
+        keeps writing, so the write gap is seen when it opens, not when the next buyer gets there."""
+        n = 0
+        while not self.stopping.is_set() and not seats.empty():
+            n += 1
+            p = Purchase(f"drill-{self.run_id}-probe{index}-{n}", seats.get_nowait())
+            self.history.purchases.append(p)
+            p.hold, hold = await self.write(p, "reserve", "POST", f"{self.urls['reservation']}/api/reserve",
+                                            {"seat_id": p.seat_id, "user_id": p.user_id}, f"{p.user_id}-hold")
+            p.reservation_id = hold.get("id") if p.hold == "ok" else None
+            await asyncio.sleep(0.1)
+
     async def run(self, seats: list[str]) -> None:
         """Buy until ``stop()`` (each buyer finishes the purchase it is in) or the seats run out."""
         queue: asyncio.Queue = asyncio.Queue()
         for seat in seats:
             queue.put_nowait(seat)
-        await asyncio.gather(*(self.buyer(i, queue) for i in range(self.buyers)))
+        await asyncio.gather(*(self.buyer(i, queue) for i in range(self.buyers)),
+                             *(self.prober(i, queue) for i in range(self.probers)))
 
     def stop(self) -> None:
         self.stopping.set()

@@ -29,6 +29,8 @@ def render(report: dict[str, Any]) -> str:
         f"{w['unknown']} unknown",
         f"  time to detect           {_s(report['time_to_detect_s'])}",
         f"  client write gap         {_s(report['write_gap_s'])}   (first failed write -> next successful one)",
+        "  per kind of write        " + ", ".join(
+            f"{k}: gap {_s(g['write_gap_s'])}, stall {_s(g['longest_stall_s'])}" for k, g in report["by_kind"].items()),
         f"  longest write stall      {_s(report['longest_stall_s'])}   (no write succeeded for this long)",
         f"  recovery                 {_s(report['recovery_s'])}   (until every component was healthy again)",
         "  milestones               " + (", ".join(f"{k} {v:.2f} s" for k, v in report["milestones_s"].items())

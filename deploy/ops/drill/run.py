@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from collections import Counter
 from typing import Any
 
-from deploy.ops.drill.audit import audit, write_gap
+from deploy.ops.drill.audit import audit, write_gaps
 from deploy.ops.drill.faults import Clock, DrillRefused, Fault, Target, cluster_problems, ready
 from deploy.ops.drill.load import Load, seed_concurrency
 
@@ -86,7 +87,7 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
         clock = Clock()
         try:
             facts = await fault.run(target, clock)
-            recovered = await clock.wait_for("recovered", lambda: _healthy(target), 180)
+            recovered = await clock.wait_for("recovered", partial(_healthy, target), 180)
             rest = duration - clock.now()
             if rest > 0:
                 await asyncio.sleep(rest)
@@ -95,7 +96,7 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
             await asyncio.wait_for(buying, load.purchase_deadline * 3)
         load_stopped = clock.now()
         settled = await load.settle()
-        drained = await clock.wait_for("drained", lambda: _healthy(target, drained=True), 90)
+        drained = await clock.wait_for("drained", partial(_healthy, target, drained=True), 90)
         final = await load.final_state(event_id)
     ops, purchases = load.history.as_dicts()
     after = await health_problems(target, drained=True)
@@ -107,7 +108,7 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
                    "failed": sum(o["outcome"] == "failed" for o in ops),
                    "unknown": sum(o["outcome"] == "unknown" for o in ops)},
         "time_to_detect_s": clock.marks.get("detect"),
-        **write_gap(ops, since=fault_at),
+        **write_gaps(ops, since=fault_at),
         "recovery_s": clock.marks.get("recovered") if recovered else None,
         "milestones_s": clock.marks, "facts": facts,
         "errors": dict(sorted(errors.items())),
