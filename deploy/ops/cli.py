@@ -10,6 +10,7 @@
     ticketflow link advance --link L --to SEQ [--confirm]
                                           after a reconciliation: move a receiver past pruned events
     ticketflow bench                      simulated buyers against the running pipeline
+    ticketflow drill NAME [DAEMON]        a failover drill under purchase load, with an audit
     ticketflow migrate                    apply pending schema migrations and exit
     ticketflow users create --role R ...  an organizer or door account (buyers sign up over HTTP)
     ticketflow keys rotate                a new token signing key, without downtime
@@ -156,6 +157,50 @@ def _bench(args: argparse.Namespace) -> int:
     from deploy.ops.bench import main as bench_main
 
     return bench_main(duration, args.concurrency, not args.no_baseline, args.json_out)
+
+
+def _drill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from deploy.ops.drill.faults import FAULTS, DaemonTarget, DrillRefused, KillDaemon, Target, replicas_from_haproxy
+    from deploy.ops.drill.report import emit, passed
+    from deploy.ops.drill.run import run_fault_drill, run_seed_concurrency
+    from deploy.ops.stack import process
+    from deploy.ops.supervisor import daemon_dirs, daemon_env, operator_token, supervisor_pidfile
+
+    _use_topology(args.topology)
+    settings = stack_settings()
+    env = daemon_env(settings)
+    pids = daemon_dirs(settings)[0]
+    topology = TOPOLOGIES[args.topology]() if args.topology != "local" else None
+    urls = {spec.name: spec.url(env) for spec in BY_NAME.values()}
+    try:
+        token = operator_token(env)
+    except OSError as exc:
+        print(f"ticketflow drill: refused: no operator credential ({exc}): the stack is not up from here",
+              file=sys.stderr)
+        return 2
+    target = Target(urls=urls, token=token, env=env, topology=topology,
+                    daemons={n: DaemonTarget(n, pids / f"{n}.pid", u + "/ready") for n, u in urls.items()},
+                    replicas=replicas_from_haproxy(topology, pids) if topology is not None else [],
+                    supervised=process.running_pid(supervisor_pidfile(settings)) is not None)
+    try:
+        if args.name == "seed-concurrency":
+            report = asyncio.run(run_seed_concurrency(target, args.n))
+        else:
+            if args.name == "kill":
+                if args.daemon not in BY_NAME:
+                    print(f"ticketflow drill kill: name a daemon: {', '.join(BY_NAME)}", file=sys.stderr)
+                    return 2
+                fault = KillDaemon(args.daemon)
+            else:
+                fault = FAULTS[args.name]()
+            report = asyncio.run(run_fault_drill(fault, target, args.duration, args.buyers, args.timeout))
+    except DrillRefused as exc:
+        print(f"ticketflow drill: refused: {exc}", file=sys.stderr)
+        return 2
+    emit(report, args.json_out)
+    return 0 if passed(report) else 1
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -352,6 +397,32 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
     bench.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
     bench.set_defaults(func=_bench)
+
+    drill = commands.add_parser(
+        "drill", help="a failover drill against the running HA stack, under its own purchase load, audited",
+        description="Drives buyers (reserve -> order -> pay -> finalized) through the public ports while it "
+        "injects a fault, then reports the time to detect, the client-visible write gap, the recovery time, "
+        "the errors clients saw and a Jepsen-style audit (acknowledged purchases lost, duplicated, seats sold "
+        "twice; unknown outcomes resolved). It refuses a stack it does not recognise or that is unhealthy, "
+        "and puts back what it broke. Exit 0: no anomaly and the stack healthy again; 1: not; 2: refused. "
+        "pg-failover: SIGKILL the PostgreSQL leader's postmaster and Patroni (restarted as a replica); "
+        "pg-switchover: planned, through Patroni's REST API; pg-replica-loss: SIGKILL the synchronous "
+        "standby (restarted); lb-replica: SIGKILL a reservation replica then a billing replica; kill DAEMON: "
+        "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat.")
+    drill.add_argument("name", choices=["pg-failover", "pg-switchover", "pg-replica-loss", "lb-replica", "kill",
+                                        "seed-concurrency"])
+    drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ")")
+    drill.add_argument("--duration", type=float, default=15.0,
+                       help="seconds of load after the fault (longer if recovery takes longer; default 15)")
+    drill.add_argument("--buyers", type=int, default=6, help="concurrent buyers (default 6)")
+    drill.add_argument("--timeout", type=float, default=3.0,
+                       help="per-request timeout in seconds; a request without an answer is an unknown outcome")
+    drill.add_argument("--n", type=int, default=10, help="seed-concurrency: simultaneous holds (default 10)")
+    drill.add_argument("--topology", choices=sorted(TOPOLOGIES), default="ha",
+                       help="whose servers the daemons use (default ha; kill and seed-concurrency also run "
+                       "on local)")
+    drill.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
+    drill.set_defaults(func=_drill)
 
     migrate = commands.add_parser(
         "migrate", help="apply pending schema migrations and exit (daemons also do this at start-up)",

@@ -1,0 +1,333 @@
+"""The faults a drill injects, and what "healthy" means for the stack they are injected into.
+
+Each fault is a coroutine ``run(target, clock)`` that injects the fault, waits for the milestones that
+show the system noticed and recovered (recording when each was first seen on ``clock``), and puts back
+what it broke (a killed Patroni node is restarted and must rejoin as a replica). Everything blocking
+(Patroni's REST API, HAProxy's stats, pid files) runs in a thread so the drill's load keeps going.
+
+The targets are small interfaces, not the registries behind them: a daemon is a pid file and a
+``/ready`` URL; a load-balanced replica is a pid file and the HAProxy backend that routes to it. The
+restarting supervisor (``ticketflow run all``) restarts what the daemon faults kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy.ops.stack import process
+from deploy.ops.stack.topology import HATopology, report_problems
+
+SYNC_ROLES = ("sync_standby", "synchronous_standby")
+STANDBY_ROLES = ("replica", *SYNC_ROLES)
+RUNNING_STATES = ("running", "streaming")
+
+
+class DrillRefused(RuntimeError):
+    """The drill will not run: the stack is not one it recognises, or not healthy to begin with."""
+
+
+@dataclass(frozen=True)
+class DaemonTarget:
+    name: str
+    pidfile: Path
+    ready_url: str
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One load-balanced daemon replica: SIGKILL the pid in ``pidfile``, watch ``proxy/server`` in HAProxy."""
+
+    daemon: str  # reservation | billing
+    pidfile: Path
+    proxy: str  # the HAProxy frontend/backend (listen section) name
+    server: str  # the server line's name in it
+
+
+@dataclass
+class Target:
+    """What a drill drives and checks: the public URLs, a service token, the HA topology, the daemons."""
+
+    urls: dict[str, str]
+    token: str
+    env: dict[str, str]  # the daemons' settings: stores and broker, for link lag
+    topology: HATopology | None = None
+    daemons: dict[str, DaemonTarget] = field(default_factory=dict)
+    replicas: list[Replica] = field(default_factory=list)
+    supervised: bool = False  # a `run all` supervisor restarts killed daemons
+
+
+class Clock:
+    """Seconds since the fault was injected; the first time each milestone was seen."""
+
+    def __init__(self) -> None:
+        self.zero = time.monotonic()
+        self.marks: dict[str, float] = {}
+
+    def now(self) -> float:
+        return time.monotonic() - self.zero
+
+    def mark(self, name: str) -> None:
+        self.marks.setdefault(name, round(self.now(), 3))
+
+    async def wait_for(self, name: str, condition: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``condition`` (in a thread) every 0.1 s; mark ``name`` when it first holds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                ok = await condition() if asyncio.iscoroutinefunction(condition) else await asyncio.to_thread(condition)
+                assert not asyncio.iscoroutine(ok), f"{name}: pass the coroutine function, not a lambda"
+            except Exception:  # an API that is itself down right now just means "not yet"
+                ok = False
+            if ok:
+                self.mark(name)
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+
+# --- reading the HA stack ------------------------------------------------------------------
+
+
+def members(topology: HATopology) -> list[dict[str, Any]]:
+    from deploy.ops.stack.patroni import cluster
+
+    return cluster(topology.nodes).get("members", [])
+
+
+def leader(topology: HATopology) -> str | None:
+    return next((m["name"] for m in members(topology) if m.get("role") == "leader"), None)
+
+
+def backend_status(topology: HATopology, proxy: str, server: str) -> str | None:
+    return next((b["status"] for b in topology.proxy.backends() if b["proxy"] == proxy and b["server"] == server),
+                None)
+
+
+def rejoined(topology: HATopology, name: str) -> bool:
+    """``name`` follows the current leader again: a standby, running, on the leader's timeline."""
+    cluster = members(topology)
+    lead = next((m for m in cluster if m.get("role") == "leader"), None)
+    me = next((m for m in cluster if m.get("name") == name), None)
+    return bool(lead and me and me.get("role") in STANDBY_ROLES and me.get("state") in RUNNING_STATES
+                and me.get("timeline") == lead.get("timeline"))
+
+
+def cluster_problems(topology: HATopology) -> list[str]:
+    """Patroni leader + sync standby, every node running, etcd quorum, every HAProxy backend where it belongs."""
+    report = topology.report()
+    problems = report_problems(report)
+    lead = next((m["name"] for m in report["postgres"] if m.get("role") == "leader"), None)
+    for m in report["postgres"]:
+        if "error" not in m and m.get("state") not in RUNNING_STATES:
+            problems.append(f"{m['name']} is {m.get('state')}")
+    names = {n.name for n in topology.nodes}
+    if {m.get("name") for m in report["postgres"]} != names:
+        problems.append(f"Patroni members {sorted(m.get('name') for m in report['postgres'])}, want {sorted(names)}")
+    for b in report["haproxy"]:
+        if "error" in b:
+            problems.append(b["error"])
+        elif b["proxy"] == "postgres_ro" and b["server"] != lead and b["status"] != "UP":
+            problems.append(f"HAProxy postgres_ro/{b['server']} is {b['status']}")
+        elif not b["proxy"].startswith("postgres_") and b["status"] != "UP":
+            problems.append(f"HAProxy {b['proxy']}/{b['server']} is {b['status']}")
+    return problems
+
+
+def ready(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def postmaster_pid(node) -> int | None:
+    try:
+        return int((node.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _sigkill(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _node(topology: HATopology, name: str):
+    return next(n for n in topology.nodes if n.name == name)
+
+
+async def _kill_node(topology: HATopology, name: str) -> dict[str, Any]:
+    """SIGKILL a node's Patroni and its postmaster (Patroni first, so it cannot restart PostgreSQL)."""
+    node = _node(topology, name)
+    patroni, postmaster = node.pid(), postmaster_pid(node)
+    killed = {"patroni": _sigkill(patroni), "postmaster": _sigkill(postmaster)}
+    await asyncio.to_thread(process.wait_exit, node.pidfile, 10.0)
+    return {"victim": name, "patroni_pid": patroni, "postmaster_pid": postmaster, "killed": killed}
+
+
+async def _restart_node(topology: HATopology, name: str) -> None:
+    node = _node(topology, name)
+    await asyncio.to_thread(node.start)  # Patroni: pg_rewind (use_pg_rewind) if the node diverged
+
+
+# --- the faults ----------------------------------------------------------------------------------
+
+
+class Fault:
+    name = ""
+    needs_ha = True
+    what = ""
+
+    def check(self, target: Target) -> None:
+        """Raise DrillRefused if this fault cannot run against ``target``."""
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class PgFailover(Fault):
+    name, what = "pg-failover", "SIGKILL the PostgreSQL leader's postmaster and its Patroni; restart it as a replica"
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        topo = target.topology
+        victim = await asyncio.to_thread(leader, topo)
+        facts = await _kill_node(topo, victim)
+        await clock.wait_for("detect", lambda: backend_status(topo, "postgres_rw", victim) != "UP", 30)
+        await clock.wait_for("new_leader", lambda: leader(topo) not in (None, victim), 90)
+        await _restart_node(topo, victim)
+        clock.mark("restarted_old_leader")
+        facts["rejoined"] = await clock.wait_for("old_leader_rejoined", lambda: rejoined(topo, victim), 120)
+        facts["new_leader"] = await asyncio.to_thread(leader, topo)
+        return facts
+
+
+class PgSwitchover(Fault):
+    name, what = "pg-switchover", "planned switchover to the synchronous standby through Patroni's REST API"
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        topo = target.topology
+        cluster = await asyncio.to_thread(members, topo)
+        old = next(m["name"] for m in cluster if m.get("role") == "leader")
+        candidate = next(m["name"] for m in cluster if m.get("role") in SYNC_ROLES)
+        port = _node(topo, old).rest_port
+        status, answer = await asyncio.to_thread(_post_json, port, "/switchover",
+                                                 {"leader": old, "candidate": candidate})
+        if status != 200:
+            raise RuntimeError(f"Patroni refused the switchover: {status} {answer}")
+        await clock.wait_for("detect", lambda: leader(topo) == candidate, 60)
+        await clock.wait_for("rw_routed", lambda: backend_status(topo, "postgres_rw", candidate) == "UP", 30)
+        rejoin = await clock.wait_for("old_leader_rejoined", lambda: rejoined(topo, old), 120)
+        return {"old_leader": old, "new_leader": candidate, "rejoined": rejoin}
+
+
+def _post_json(port: int, path: str, body: dict) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+class PgReplicaLoss(Fault):
+    name, what = "pg-replica-loss", "SIGKILL the synchronous standby's postmaster and Patroni; restart it"
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        topo = target.topology
+        victim = next(m["name"] for m in await asyncio.to_thread(members, topo) if m.get("role") in SYNC_ROLES)
+        facts = await _kill_node(topo, victim)
+        await clock.wait_for("detect", lambda: backend_status(topo, "postgres_ro", victim) != "UP", 30)
+        await clock.wait_for("new_sync_standby", lambda: any(
+            m.get("role") in SYNC_ROLES and m["name"] != victim for m in members(topo)), 60)
+        await _restart_node(topo, victim)
+        clock.mark("restarted_replica")
+        facts["rejoined"] = await clock.wait_for("replica_rejoined", lambda: rejoined(topo, victim), 120)
+        return facts
+
+
+class KillDaemon(Fault):
+    needs_ha = False
+
+    def __init__(self, daemon: str) -> None:
+        self.daemon = daemon
+        self.name, self.what = f"kill {daemon}", f"SIGKILL the {daemon} daemon; the supervisor restarts it"
+
+    def check(self, target: Target) -> None:
+        spec = target.daemons.get(self.daemon)
+        if spec is None or process.running_pid(spec.pidfile) is None:
+            raise DrillRefused(f"no running {self.daemon} recorded in a pid file (start the daemons with "
+                               "`ticketflow run all`)")
+        if not target.supervised:
+            raise DrillRefused("no `ticketflow run all` supervisor is running: nothing would restart the daemon")
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        spec = target.daemons[self.daemon]
+        return await kill_and_wait(spec.pidfile, lambda: ready(spec.ready_url), clock, self.daemon)
+
+
+async def kill_and_wait(pidfile: Path, serving: Callable[[], bool], clock: Clock, label: str) -> dict[str, Any]:
+    """SIGKILL the pid in ``pidfile``; wait until a new process serves again (``serving``)."""
+    pid = process.running_pid(pidfile)
+    _sigkill(pid)
+    await clock.wait_for(f"{label}_down", lambda: not serving(), 10)
+    back = await clock.wait_for(f"{label}_serving_again", lambda: process.running_pid(pidfile) not in (None, pid)
+                                and serving(), 60)
+    return {f"{label}_pid": pid, f"{label}_restarted": back}
+
+
+class LbReplica(Fault):
+    name, what = "lb-replica", "SIGKILL one reservation replica, then one billing replica, behind HAProxy"
+
+    def check(self, target: Target) -> None:
+        daemons = {r.daemon for r in target.replicas}
+        if not {"reservation", "billing"} <= daemons:
+            raise DrillRefused("no reservation and billing replicas behind HAProxy are registered (run "
+                               "`ticketflow run all --topology ha` with replicas)")
+        if not target.supervised:
+            raise DrillRefused("no `ticketflow run all` supervisor is running: nothing would restart the replica")
+
+    async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
+        topo = target.topology
+        facts: dict[str, Any] = {}
+        for daemon in ("reservation", "billing"):
+            replica = next(r for r in target.replicas if r.daemon == daemon)
+            if daemon == "reservation":
+                clock.mark("detect_from")
+            facts.update(await kill_and_wait(
+                replica.pidfile, lambda r=replica: backend_status(topo, r.proxy, r.server) == "UP", clock,
+                replica.server))
+            clock.marks.setdefault("detect", clock.marks.get(f"{replica.server}_down", 0.0))
+        return facts
+
+
+def replicas_from_haproxy(topology: HATopology, pid_dir: Path) -> list[Replica]:
+    """Daemon replicas behind HAProxy's HTTP frontends, each with its pid file ``<pid_dir>/<server>.pid``."""
+    try:
+        backends = topology.proxy.backends()
+    except OSError:
+        return []
+    return [Replica(b["proxy"], pid_dir / f"{b['server']}.pid", b["proxy"], b["server"])
+            for b in backends if not b["proxy"].startswith("postgres_") and b["proxy"] in ("reservation", "billing")]
+
+
+FAULTS: dict[str, Callable[[], Fault]] = {
+    "pg-failover": PgFailover, "pg-switchover": PgSwitchover, "pg-replica-loss": PgReplicaLoss,
+    "lb-replica": LbReplica,
+}

@@ -1,0 +1,64 @@
+"""A drill's report as the table an operator reads, and as JSON (printed, and to a file on request)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _s(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f} s" if isinstance(value, float) else str(value)
+
+
+def render(report: dict[str, Any]) -> str:
+    if report["drill"] == "seed-concurrency":
+        return "\n".join([
+            f"ticketflow drill seed-concurrency: {report['what']}",
+            f"  winners                  {report['winners']} of {report['n']}"
+            f"   ({'OK: exactly one' if report['exactly_one_winner'] else 'FAILED: want exactly one'})",
+            f"  seat afterwards          {report['seat_status']}",
+            f"  losers saw               {report['errors'] or '-'}",
+        ])
+    a = report["audit"]
+    unknown = a["unknown"]
+    w = report["writes"]
+    lines = [
+        f"ticketflow drill {report['drill']}: {report['what']}",
+        f"  load                     {report['buyers']} buyers for {report['load_s']} s, request timeout "
+        f"{report['request_timeout_s']} s: {w['total']} writes, {w['ok']} ok, {w['failed']} failed, "
+        f"{w['unknown']} unknown",
+        f"  time to detect           {_s(report['time_to_detect_s'])}",
+        f"  client write gap         {_s(report['write_gap_s'])}   (first failed write -> next successful one)",
+        "  per kind of write        " + ", ".join(
+            f"{k}: gap {_s(g['write_gap_s'])}, stall {_s(g['longest_stall_s'])}" for k, g in report["by_kind"].items()),
+        f"  longest write stall      {_s(report['longest_stall_s'])}   (no write succeeded for this long)",
+        f"  recovery                 {_s(report['recovery_s'])}   (until every component was healthy again)",
+        "  milestones               " + (", ".join(f"{k} {v:.2f} s" for k, v in report["milestones_s"].items())
+                                         or "-"),
+        "  errors clients saw       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
+        "  audit                    "
+        f"{a['acknowledged_purchases']} purchases acknowledged ({a['acknowledged_holds']} holds): "
+        f"lost {a['lost']}, duplicated {a['duplicated']}, double-sold {a['double_sold']}",
+        "  unknown outcomes         "
+        f"holds {unknown['holds']['applied']} applied / {unknown['holds']['not_applied']} not; "
+        f"payments {unknown['payments']['applied']} applied / {unknown['payments']['not_applied']} not",
+        f"  stack afterwards         " + ("healthy" if report["healthy_after"]
+                                          else "UNHEALTHY: " + "; ".join(report["problems_after"])),
+    ]
+    return "\n".join(lines)
+
+
+def passed(report: dict[str, Any]) -> bool:
+    if report["drill"] == "seed-concurrency":
+        return report["exactly_one_winner"]
+    a = report["audit"]
+    return a["lost"] == 0 and a["duplicated"] == 0 and a["double_sold"] == 0 and report["healthy_after"]
+
+
+def emit(report: dict[str, Any], json_path: str | None) -> None:
+    print(render(report))
+    print()
+    print(json.dumps(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=2)

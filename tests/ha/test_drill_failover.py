@@ -1,0 +1,100 @@
+"""`pg-failover` under load on a private HA stack (its own ports and directory), audited to zero anomalies.
+
+The four daemons run as real processes: reservation and portal on the HA cluster through HAProxy's
+read-write port, billing on a fresh MariaDB database, RabbitMQ names of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+
+import aiohttp
+import asyncpg
+import pytest
+
+from deploy.ops.drill.faults import PgFailover, Target, members
+from deploy.ops.drill.report import render
+from deploy.ops.drill.run import run_fault_drill
+from deploy.ops.stack.topology import ha
+from deploy.runtime.auth import SERVICE
+from tests.e2e.conftest import FullPipeline
+from tests.support.auth import token
+from tests.support.stack import free_port, free_port_block, fresh_mariadb_database, stack_env
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+@pytest.fixture
+def private_ha(tmp_path, monkeypatch):
+    """An HA stack of its own: private ports (so it runs beside another HA stack), directory and scope."""
+    directory = tmp_path / "ha"
+    for name, value in {
+        "TICKETFLOW_HA_STACK_DIR": str(directory), "TICKETFLOW_HA_SCOPE": f"drill-{uuid.uuid4().hex[:6]}",
+        "TICKETFLOW_HA_ETCD_CLIENT_PORT": free_port_block(3), "TICKETFLOW_HA_ETCD_PEER_PORT": free_port_block(3),
+        "TICKETFLOW_HA_PG_PORT": free_port_block(3), "TICKETFLOW_HA_PATRONI_PORT": free_port_block(3),
+        "TICKETFLOW_HA_RW_PORT": free_port(), "TICKETFLOW_HA_RO_PORT": free_port(),
+        "TICKETFLOW_HA_STATS_PORT": free_port(),
+    }.items():
+        monkeypatch.setenv(name, str(value))
+
+    def ticketflow(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stack", *args, "--topology", "ha"],
+                              env=dict(os.environ), capture_output=True, text=True, timeout=300)
+
+    up = ticketflow("up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        yield ha()
+    finally:
+        ticketflow("down")
+        for link in directory.glob("*/private"):
+            shutil.rmtree(link.resolve().parent, ignore_errors=True)
+
+
+async def create_database(topology, name: str) -> str:
+    proxy = topology.proxy
+    conn = await asyncpg.connect(proxy.dsn(proxy.ha.rw_port, "postgres"))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return proxy.dsn(proxy.ha.rw_port, name)
+
+
+async def test_pg_failover_drill_loses_nothing_and_the_old_leader_rejoins_as_a_replica(private_ha, tmp_path):
+    topology = private_ha
+    reservation_dsn = await create_database(topology, "drill_reservation")
+    portal_dsn = await create_database(topology, "drill_portal")
+    async with fresh_mariadb_database("tf_drill_bill") as maria, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        pipeline = FullPipeline(reservation_dsn, maria, reservation_dsn, tmp_path, session, portal_dsn=portal_dsn)
+        try:
+            await pipeline.start_all()
+            target = Target(
+                urls={name: service.api.base_url for name, service in pipeline.services.items()},
+                token=token(SERVICE), topology=topology,
+                env={"TICKETFLOW_PG_DSN": reservation_dsn, "TICKETFLOW_MARIADB_DSN": maria,
+                     "TICKETFLOW_AMQP_URL": stack_env()["TICKETFLOW_AMQP_URL"],
+                     "TICKETFLOW_AMQP_PREFIX": pipeline.names.prefix})
+            old_leader = next(m["name"] for m in members(topology) if m["role"] == "leader")
+
+            report = await run_fault_drill(PgFailover(), target, duration=6, buyers=4)
+            print(render(report))
+
+            audit = report["audit"]
+            assert (audit["lost"], audit["duplicated"], audit["double_sold"]) == (0, 0, 0), audit["details"]
+            assert audit["acknowledged_purchases"] > 0, "the load bought nothing: the drill proved nothing"
+            assert report["facts"]["victim"] == old_leader and report["facts"]["killed"] == {
+                "patroni": True, "postmaster": True}, report["facts"]
+            roles = {m["name"]: m["role"] for m in members(topology)}
+            assert roles[old_leader] in ("replica", "sync_standby"), roles
+            assert report["facts"]["rejoined"] and report["healthy_after"], report["problems_after"]
+            assert report["all_sales_finalized"] and report["links_drained"]
+            assert report["time_to_detect_s"] is not None and report["recovery_s"] is not None
+        finally:
+            pipeline.stop()
+            await pipeline.delete_amqp_names()
