@@ -92,6 +92,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         return holds_sql_main(args.duration if args.duration is not None else 5,
                               [int(n) for n in args.clients.split(",")], args.seats, args.json_out)
+    if args.mode == "emit-sql":
+        from deploy.ops.bench_emit import main as emit_sql_main
+
+        return emit_sql_main(args.duration if args.duration is not None else 5,
+                             [int(n) for n in args.clients.split(",")], args.json_out)
     duration = args.duration if args.duration is not None else 10.0
     if args.open_loop is not None:
         from deploy.ops.bench_open import main as open_loop_main
@@ -265,16 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
         "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
         "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
         "a pgbench baseline measured in the same run.")
-    bench.add_argument("--mode", choices=["buyers", "holds-sql"], default="buyers",
+    bench.add_argument("--mode", choices=["buyers", "holds-sql", "emit-sql"], default="buyers",
                        help="buyers: simulated buyers against the running pipeline (default); holds-sql: pgbench "
                        "runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
-                       "database (no daemons needed)")
+                       "database (no daemons needed); emit-sql: payment-shaped MariaDB transactions without an outbox row, "
+                       "with billing's old head-row emit and with today's relay-numbered emit, side by side")
     bench.add_argument("--duration", type=float, default=None,
                        help="seconds of load (default 10; holds-sql: seconds per pgbench run, default 5)")
     bench.add_argument("--open-loop", type=float, metavar="RATE", default=None,
                        help="instead of buyers: POST /api/reserve arriving at RATE per second, each started at its "
                        "planned time; latency measured from the planned start")
-    bench.add_argument("--clients", default="1,16", help="holds-sql: pgbench client counts (default 1,16)")
+    bench.add_argument("--clients", default="1,16", help="holds-sql, emit-sql: client counts (default 1,16)")
     bench.add_argument("--seats", type=int, default=300_000, help="holds-sql: seats in the event (default 300000)")
     bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")

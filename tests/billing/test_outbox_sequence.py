@@ -91,7 +91,7 @@ async def test_concurrent_writers_with_rollbacks_give_a_gap_free_stream_of_each_
             marker, roll_back = f"{w}-{i}", rng.random() < 0.2
             order = rng.randint(1, 10)  # few orders: writers of one order wait for each other's lock
 
-            async def write(conn: aiomysql.Connection) -> None:
+            async def write(conn: aiomysql.Connection, order=order, marker=marker, roll_back=roll_back) -> None:
                 await execute(conn, "SELECT n FROM test_orders WHERE id = %s FOR UPDATE", (order,))
                 await outbox.emit(conn, "ticket.checked_in", checked_in(marker, order))
                 if roll_back:
