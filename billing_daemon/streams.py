@@ -5,11 +5,15 @@ stream's position; the receiver acks only after that commit, and the welcome
 position is read back from MariaDB at every handshake.
 
 Out: the outbox relay runs on the one replica holding a MariaDB named lock
-(GET_LOCK). MariaDB has no LISTEN/NOTIFY: this process's own commits wake the
-relay at once and the poll interval covers writes made by other replicas.
-In a Galera cluster GET_LOCK is local to one node, so every billing replica
-must reach the cluster through the same writer node (HAProxy's usual
-single-writer setup).
+(GET_LOCK). It also numbers the stream: writers insert unnumbered rows and the
+relay's reads assign the sequence (billing_daemon/store/outbox.py). MariaDB has
+no LISTEN/NOTIFY: this process's own commits wake the relay at once and the poll
+interval (TICKETFLOW_BILLING_RELAY_POLL_SECONDS, 0.25 s) covers writes made by
+other replicas. In a Galera cluster GET_LOCK is local to one node, so every
+billing replica must reach the cluster through the same writer node (HAProxy's
+usual single-writer setup) — which the AUTO_INCREMENT order the sequencer relies
+on needs too; a multi-writer Galera setup must pick the relay by the lease, not
+by GET_LOCK.
 """
 
 from __future__ import annotations

@@ -1,4 +1,37 @@
-"""The payments stream's outbox: rows appended in the writer's transaction, read, acked and pruned by the relay."""
+"""The payments stream's outbox: rows appended by writers, numbered, read, acked and pruned by the relay.
+
+How the sequence is assigned (issue 13). Writers insert rows WITHOUT a sequence number
+(``seq`` NULL): one INSERT, no shared row held to commit, so payments, refunds and
+check-ins of different orders no longer serialise on the stream's head. The single
+active relay numbers them (:meth:`Outbox.sequence`, run by ``read`` and ``head``) in
+one READ COMMITTED transaction:
+
+1. ``SELECT ... FROM stream_heads ... FOR UPDATE`` — serialises sequencers only (two
+   relays overlapping briefly); no writer touches this row any more;
+2. ``SELECT id FROM outbox WHERE seq IS NULL ORDER BY id LIMIT n`` — a consistent,
+   non-locking read: it sees only committed rows and never waits for (nor blocks) a
+   writer's insert, and READ COMMITTED takes no gap locks;
+3. one UPDATE numbering those rows last_seq+1.. in id order, then last_seq advanced.
+
+Why that is commit order wherever order matters. A read sees every transaction that
+committed before it, so each row numbered in a later batch committed after every row of
+the earlier batches (had it committed earlier, the earlier read would have seen it).
+Within a batch the order is the AUTO_INCREMENT id, taken when the row is inserted: a
+writer that saw another's committed change — by waiting for its row lock, or by reading
+it — inserts after that commit, so after the other's insert, and gets a larger id. That
+holds because ``emit`` is called LAST in the writer's transaction, after its row locks.
+Rows of unrelated orders may be numbered in id rather than commit order; nothing can
+observe the difference.
+
+The sequence on the wire stays gap-free: one transaction gives k rows k consecutive
+numbers, and only numbered rows are ever read.
+
+Galera (issue 12): the sequencer's UPDATEs are certified cluster-wide, so two sequencers
+on two nodes would conflict and one would retry — correct but wasteful; the relay must be
+picked by the lease, not by GET_LOCK (local to one node). AUTO_INCREMENT ids are time
+ordered only within one node (``auto_increment_offset`` interleaves nodes): every writer
+must reach the cluster through one writer node, as billing_daemon/streams.py already asks.
+"""
 
 from __future__ import annotations
 
@@ -16,43 +49,82 @@ from protocol.messages import Event
 
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
+SEQUENCE_BATCH = 1000  # rows numbered per sequencing transaction at most (bounds the UPDATE's size)
 
 
 class Outbox:
     def __init__(self, db: MariaDB) -> None:
         self.db = db
         self.on_emit: list[Callable[[], None]] = []  # run after a commit that wrote rows (wakes the relay)
+        self._numbered = 0  # the highest seq this process knows is assigned (a lower bound of last_seq)
 
-    async def emit(self, conn: aiomysql.Connection, kind: str, data: dict[str, Any]) -> int:
-        """Append to the stream in the caller's transaction; the row lock keeps seqs gap-free.
+    async def emit(self, conn: aiomysql.Connection, kind: str, data: dict[str, Any]) -> None:
+        """Append to the stream in the caller's transaction (one INSERT; the relay numbers the row).
 
-        Call it LAST, just before commit: the stream_heads row lock it takes serialises every
-        writer of the stream until commit, so anything after it is time all of them wait.
+        Call it LAST, just before commit, after every row lock the transaction takes: the
+        row's AUTO_INCREMENT id, taken here, is what orders it among rows committed in the
+        same sequencing batch, and it agrees with commit order only for writers that insert
+        after the locks (and reads) that order them (see the module's docstring).
         """
         data = events.validated(kind, data)  # the contract every consumer reads (deploy/runtime/events.py)
-        await execute(conn, "UPDATE stream_heads SET last_seq = LAST_INSERT_ID(last_seq + 1) WHERE stream = %s",
-                      (OUT_STREAM,))
-        seq = await fetchval(conn, "SELECT LAST_INSERT_ID()")
-        await execute(conn, "INSERT INTO outbox (stream, seq, event_id, type, data, created_at)"
-                            " VALUES (%s, %s, %s, %s, %s, NOW(6))",
-                      (OUT_STREAM, seq, str(uuid7()), kind, json.dumps(data)))
-        return seq
+        await execute(conn, "INSERT INTO outbox (stream, event_id, type, data, created_at)"
+                            " VALUES (%s, %s, %s, %s, NOW(6))",
+                      (OUT_STREAM, str(uuid7()), kind, json.dumps(data)))
 
     def emitted(self) -> None:
         """Tell the relay (after the commit) that new rows may exist."""
         for callback in self.on_emit:
             callback()
 
+    async def _sequence(self, conn: aiomysql.Connection, limit: int) -> int:
+        """Number up to ``limit`` committed, unnumbered rows in id order; returns the stream's last_seq."""
+        await conn.rollback()  # a pooled session may hold a read's open transaction: SET would refuse
+        await execute(conn, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
+        await conn.begin()
+        try:
+            last = int(await fetchval(conn, "SELECT last_seq FROM stream_heads WHERE stream = %s FOR UPDATE",
+                                      (OUT_STREAM,)))
+            ids = [r["id"] for r in await fetchall(
+                conn, "SELECT id FROM outbox FORCE INDEX (outbox_unsequenced) WHERE stream = %s AND seq IS NULL"
+                      " ORDER BY id LIMIT %s", (OUT_STREAM, limit))]
+            if ids:
+                cases = " ".join(["WHEN %s THEN %s"] * len(ids))
+                numbered = [v for n, row_id in enumerate(ids, start=last + 1) for v in (row_id, n)]
+                placeholders = ", ".join(["%s"] * len(ids))
+                changed = await execute(conn, f"UPDATE outbox SET seq = CASE id {cases} END"
+                                              f" WHERE id IN ({placeholders}) AND seq IS NULL", (*numbered, *ids))
+                if changed != len(ids):  # impossible under the head's lock; never commit a gap
+                    raise RuntimeError(f"numbered {changed} of {len(ids)} outbox rows")
+                last += len(ids)
+                await execute(conn, "UPDATE stream_heads SET last_seq = %s WHERE stream = %s", (last, OUT_STREAM))
+            await conn.commit()
+        except BaseException:
+            await conn.rollback()
+            raise
+        self._numbered = max(self._numbered, last)
+        return last
+
+    async def sequence(self, limit: int = SEQUENCE_BATCH) -> int:
+        """Number pending rows (the relay's job; see the module's docstring); returns last_seq."""
+        return await self.db.run(lambda c: self._sequence(c, limit), idempotent=True)
+
     async def read(self, after: int, limit: int) -> list[Event]:
-        rows = await self.db.run(lambda c: fetchall(
-            c, "SELECT seq, event_id, type, data, created_at FROM outbox WHERE stream = %s AND seq > %s"
-               " ORDER BY seq LIMIT %s", (OUT_STREAM, after, limit)), idempotent=True)
+        """Up to ``limit`` events after ``after`` in sequence order, numbering pending rows first
+        unless enough rows past ``after`` are numbered already."""
+        async def read(conn: aiomysql.Connection) -> list[dict[str, Any]]:
+            if after + limit > self._numbered:
+                await self._sequence(conn, max(limit, SEQUENCE_BATCH))
+            return await fetchall(
+                conn, "SELECT seq, event_id, type, data, created_at FROM outbox WHERE stream = %s AND seq > %s"
+                      " ORDER BY seq LIMIT %s", (OUT_STREAM, after, limit))
+
+        rows = await self.db.run(read, idempotent=True)
         return [Event(r["seq"], r["event_id"], r["type"], SOURCE, rfc3339(r["created_at"]), json.loads(r["data"]))
                 for r in rows]
 
     async def head(self) -> int:
-        return int(await self.db.run(lambda c: fetchval(
-            c, "SELECT last_seq FROM stream_heads WHERE stream = %s", (OUT_STREAM,)), idempotent=True))
+        """The stream's last sequence number, after numbering what is pending."""
+        return await self.sequence()
 
     async def record_ack(self, seq: int) -> None:
         async def record(conn: aiomysql.Connection) -> None:
@@ -63,16 +135,27 @@ class Outbox:
         await self.db.run(record, idempotent=True)
 
     async def state(self) -> dict[str, Any]:
-        row = await self.db.run(lambda c: fetchone(
-            c, "SELECT last_seq, acked_seq FROM stream_heads WHERE stream = %s", (OUT_STREAM,)), idempotent=True)
-        return {"stream": OUT_STREAM, "last_seq": row["last_seq"], "acked_seq": row["acked_seq"],
-                "lag": row["last_seq"] - row["acked_seq"]}
+        """The stream's head, its acknowledged position and its lag: numbered rows not yet
+        acknowledged plus committed rows the relay has not numbered yet."""
+        async def state(conn: aiomysql.Connection) -> dict[str, Any]:
+            row = await fetchone(conn, "SELECT last_seq, acked_seq FROM stream_heads WHERE stream = %s",
+                                 (OUT_STREAM,))
+            pending = await fetchval(conn, "SELECT COUNT(*) FROM outbox FORCE INDEX (outbox_unsequenced)"
+                                           " WHERE stream = %s AND seq IS NULL", (OUT_STREAM,))
+            await conn.commit()
+            return {**row, "pending": int(pending)}
+
+        s = await self.db.run(state, idempotent=True)
+        return {"stream": OUT_STREAM, "last_seq": s["last_seq"], "acked_seq": s["acked_seq"],
+                "unsequenced": s["pending"], "lag": s["last_seq"] - s["acked_seq"] + s["pending"]}
 
     async def prune(self, retention_hours: float) -> int:
-        """Drop acknowledged rows older than the retention (kept that long for replays)."""
+        """Drop acknowledged rows older than the retention (kept that long for replays). Rows not
+        numbered yet are never dropped (``seq <= acked_seq`` is not true of a NULL seq)."""
         async def prune(conn: aiomysql.Connection) -> int:
             deleted = await execute(conn, "DELETE o FROM outbox o JOIN stream_heads h ON h.stream = o.stream"
-                                          " WHERE o.seq <= h.acked_seq AND o.created_at < NOW(6) - INTERVAL %s SECOND",
+                                          " WHERE o.seq IS NOT NULL AND o.seq <= h.acked_seq"
+                                          " AND o.created_at < NOW(6) - INTERVAL %s SECOND",
                                     (int(retention_hours * 3600),))
             await conn.commit()
             return deleted

@@ -24,6 +24,7 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -134,29 +135,65 @@ def _link(args: argparse.Namespace) -> int:
     return link_main(args.link, args.to, args.confirm, stack_settings())
 
 
-def _bench(args: argparse.Namespace) -> int:
-    if args.mode == "holds-sql":
-        from deploy.ops.bench_sql import main as holds_sql_main
+def _clients(args: argparse.Namespace) -> list[int]:
+    return [int(n) for n in args.clients.split(",")]
 
-        return holds_sql_main(args.duration if args.duration is not None else 5,
-                              [int(n) for n in args.clients.split(",")], args.seats, args.json_out)
-    if args.mode == "bridge":
-        from deploy.ops.bench_bridge import main as bridge_main
 
-        return bridge_main(args.events, args.json_out)
-    if args.mode == "holds-http":
-        from deploy.ops.bench_http import main as holds_http_main
+def _seconds(args: argparse.Namespace, default: float) -> float:
+    return args.duration if args.duration is not None else default
 
-        return holds_http_main(args.duration if args.duration is not None else 5, args.concurrency,
-                               not args.no_baseline, args.json_out)
-    duration = args.duration if args.duration is not None else 10.0
+
+def _bench_buyers(args: argparse.Namespace) -> int:
     if args.open_loop is not None:
         from deploy.ops.bench_open import main as open_loop_main
 
-        return open_loop_main(args.open_loop, duration, not args.no_baseline, args.json_out)
+        return open_loop_main(args.open_loop, _seconds(args, 10.0), not args.no_baseline, args.json_out)
     from deploy.ops.bench import main as bench_main
 
-    return bench_main(duration, args.concurrency, not args.no_baseline, args.json_out)
+    return bench_main(_seconds(args, 10.0), args.concurrency, not args.no_baseline, args.json_out)
+
+
+def _bench_holds_sql(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_sql import main
+
+    return main(_seconds(args, 5), _clients(args), args.seats, args.json_out)
+
+
+def _bench_holds_http(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_http import main
+
+    return main(_seconds(args, 5), args.concurrency, not args.no_baseline, args.json_out)
+
+
+def _bench_emit_sql(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_emit import main
+
+    return main(_seconds(args, 5), _clients(args), args.json_out)
+
+
+def _bench_bridge(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_bridge import main
+
+    return main(args.events, args.json_out)
+
+
+# name -> (what it measures, beside what; how to run it). One table: --mode's choices and help come from it.
+BENCH_MODES: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "buyers": ("simulated buyers against the running pipeline (the default; with --open-loop RATE: holds "
+               "arriving at a fixed rate)", _bench_buyers),
+    "holds-sql": ("pgbench runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
+                  "database (no daemons needed)", _bench_holds_sql),
+    "holds-http": ("POST /api/reserve against the running reservation daemon beside its own hold statement "
+                   "driven directly (asyncpg), at --concurrency, with the ratio", _bench_holds_http),
+    "emit-sql": ("payment-shaped MariaDB transactions without an outbox row, with billing's old head-row emit and "
+                 "with today's relay-numbered emit, side by side (only the stack needed)", _bench_emit_sql),
+    "bridge": ("a backlog of payment events drained by a private billing and bridge into a throwaway vhost, beside "
+               "a plain confirming publisher (only the stack needed)", _bench_bridge),
+}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    return BENCH_MODES[args.mode][1](args)
 
 
 def _drill(args: argparse.Namespace) -> int:
@@ -376,14 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
         "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
         "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
         "a pgbench baseline measured in the same run.")
-    bench.add_argument("--mode", choices=["buyers", "holds-sql", "holds-http", "bridge"], default="buyers",
-                       help="buyers: simulated buyers against the running pipeline (default); holds-sql: pgbench "
-                       "runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
-                       "database (no daemons needed); holds-http: POST /api/reserve against the running "
-                       "reservation daemon beside its own hold statement driven directly (asyncpg), at "
-                       "--concurrency, with the ratio; bridge: a backlog of payment events drained by a private "
-                       "billing and bridge into a throwaway vhost, beside a plain confirming publisher (only "
-                       "the stack needed)")
+    bench.add_argument("--mode", choices=list(BENCH_MODES), default="buyers",
+                       help="; ".join(f"{name}: {what}" for name, (what, _) in BENCH_MODES.items()))
     bench.add_argument("--events", type=int, default=20_000, help="bridge: payment events (default 20000)")
     bench.add_argument("--duration", type=float, default=None,
                        help="seconds of load (default 10; holds-sql: seconds per pgbench run, holds-http: seconds "
@@ -391,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--open-loop", type=float, metavar="RATE", default=None,
                        help="instead of buyers: POST /api/reserve arriving at RATE per second, each started at its "
                        "planned time; latency measured from the planned start")
-    bench.add_argument("--clients", default="1,16", help="holds-sql: pgbench client counts (default 1,16)")
+    bench.add_argument("--clients", default="1,16", help="holds-sql, emit-sql: client counts (default 1,16)")
     bench.add_argument("--seats", type=int, default=300_000, help="holds-sql: seats in the event (default 300000)")
     bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
