@@ -14,7 +14,9 @@ from tests.billing.conftest import hold_one, order_appears
 from tests.helpers import wait_until
 from tests.support.auth import token
 
-SHORT = {"TICKETFLOW_HOLD_TTL_SECONDS": "2.5", "TICKETFLOW_SWEEP_INTERVAL_SECONDS": "0.1"}
+# Long enough that a loaded machine still gets the order to billing and paid before the hold's
+# pay deadline (2.5 s failed there now and then); short enough that the sweeper comes soon after.
+SHORT = {"TICKETFLOW_HOLD_TTL_SECONDS": "6", "TICKETFLOW_SWEEP_INTERVAL_SECONDS": "0.1"}
 
 
 async def _status(service, reservation_id: str) -> str:
@@ -44,7 +46,7 @@ async def test_a_paid_hold_is_never_released_and_the_sweeper_confirms_it(pipelin
     refused = await buyer.delete(f"/api/reservations/{held['id']}")
     assert refused.status == 409 and refused.body["error"]["code"] == "RESERVATION_PAID"
     # Past the TTL, with nothing downstream to finalize the sale, the sweeper confirms the hold.
-    await wait_until(lambda: _is(reservation, held["id"], "confirmed"), 15,
+    await wait_until(lambda: _is(reservation, held["id"], "confirmed"), 20,
                      "the sweeper confirming the paid hold")
     assert not await _other_buyer_can_hold(reservation, held)
     order = (await billing.api.get(f"/api/orders/{held['id']}")).body
@@ -52,8 +54,10 @@ async def test_a_paid_hold_is_never_released_and_the_sweeper_confirms_it(pipelin
 
 
 async def test_a_hold_whose_payment_is_charging_at_expiry_is_kept_then_sold(pipeline):
-    reservation = await pipeline.reservation(TICKETFLOW_HOLD_TTL_SECONDS="2", TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")
-    billing = await pipeline.billing(TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS="0.5", TICKETFLOW_PAYMENT_LATENCY_MS="4000")
+    # The charge (7 s) must still be running at expiry (4 s) and must start before the pay deadline
+    # (3.5 s), even on a loaded machine where the order takes a while to reach billing.
+    reservation = await pipeline.reservation(TICKETFLOW_HOLD_TTL_SECONDS="4", TICKETFLOW_SWEEP_INTERVAL_SECONDS="0.1")
+    billing = await pipeline.billing(TICKETFLOW_PAY_SAFETY_MARGIN_SECONDS="0.5", TICKETFLOW_PAYMENT_LATENCY_MS="7000")
     held = await hold_one(reservation, "buyer-2")
     await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing")
     paying = asyncio.create_task(billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "p"}))
