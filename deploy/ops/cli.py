@@ -87,6 +87,10 @@ def _link(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.mode == "backlog":
+        from deploy.ops.bench_backlog import main as backlog_main
+
+        return backlog_main(args.events, args.json_out)
     if args.mode == "holds-sql":
         from deploy.ops.bench_sql import main as holds_sql_main
 
@@ -265,10 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
         "waits for its order in billing and pays, for the duration. Prints reservations/s, reserve and pay "
         "latency percentiles, and each hop's propagation latency from the stores' commit timestamps, beside "
         "a pgbench baseline measured in the same run.")
-    bench.add_argument("--mode", choices=["buyers", "holds-sql"], default="buyers",
+    bench.add_argument("--mode", choices=["buyers", "holds-sql", "backlog"], default="buyers",
                        help="buyers: simulated buyers against the running pipeline (default); holds-sql: pgbench "
                        "runs the daemon's hold statement and a one-statement hold side by side in a throwaway "
-                       "database (no daemons needed)")
+                       "database (no daemons needed); backlog: N holds taken while billing is stopped, then a "
+                       "private billing drains them, beside plain multi-row INSERTs of N orders (private daemons "
+                       "and throwaway databases, only the stack needed)")
     bench.add_argument("--duration", type=float, default=None,
                        help="seconds of load (default 10; holds-sql: seconds per pgbench run, default 5)")
     bench.add_argument("--open-loop", type=float, metavar="RATE", default=None,
@@ -276,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "planned time; latency measured from the planned start")
     bench.add_argument("--clients", default="1,16", help="holds-sql: pgbench client counts (default 1,16)")
     bench.add_argument("--seats", type=int, default=300_000, help="holds-sql: seats in the event (default 300000)")
+    bench.add_argument("--events", type=int, default=50_000,
+                       help="backlog: reservation.created events in the backlog (default 50000)")
     bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
     bench.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
