@@ -15,7 +15,6 @@ from deploy.runtime.mysql import MariaDB, execute, fetchall, fetchone, fetchval
 from deploy.runtime.times import naive_utc
 from protocol.messages import Event
 
-
 log = structlog.get_logger("billing.inbox")
 
 

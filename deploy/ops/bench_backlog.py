@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ class Daemon:
                                        timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.05)
         raise RuntimeError(f"{self.name} daemon not ready after {timeout:.0f}s:\n{self.tail()}")
@@ -222,7 +222,7 @@ async def prepare(pg_dsn: str, maria_dsn: str, events: int) -> list[uuid.UUID]:
         event_id = uuid.uuid4()
         per_row = 1000
         answer = await store.create_event(
-            event_id, "bench backlog", "bench", datetime(2030, 1, 1, tzinfo=timezone.utc), "",
+            event_id, "bench backlog", "bench", datetime(2030, 1, 1, tzinfo=UTC), "",
             [Section("B", -(-events // per_row), per_row, 100, "EUR")], organizer_id="bench-organizer")
         if answer.name != "event_created":
             raise RuntimeError(f"could not create the bench event: {answer}")
@@ -319,8 +319,8 @@ async def drain(pg_dsn: str, maria_dsn: str, events: int, billing: Daemon, daemo
 
 def order_rows(events: int) -> list[tuple[Any, ...]]:
     """Rows shaped like the orders the inbox opens (one seat, the same column values)."""
-    expires = (datetime.now(timezone.utc) + timedelta(hours=1)).replace(tzinfo=None)
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    expires = (datetime.now(UTC) + timedelta(hours=1)).replace(tzinfo=None)
+    now = datetime.now(UTC).replace(tzinfo=None)
     event_id = str(uuid.uuid4())
     return [(str(uuid7()), "bench-buyer", event_id, "bench-organizer", "pending", 100, "EUR",
              json.dumps([{"id": str(uuid.uuid4()), "label": f"B-1-{i}"}]), expires, now, now)
@@ -400,7 +400,7 @@ async def run(events: int, timeout: float | None = None) -> dict[str, Any]:
             "after": after, "batch": BASELINE_BATCH,
             "what": "multi-row INSERT into a copy of orders, one commit per batch, before and after the drain"}
     ratio = round(drained["events_per_s"] / base["rows_per_s"], 3) if drained["events_per_s"] else None
-    return {"mode": "backlog", "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return {"mode": "backlog", "at": datetime.now(UTC).isoformat(timespec="seconds"),
             "events": events, "cpus": os.cpu_count(), "holds": holds, "drain": drained, "peak_rss_mb": rss,
             "baseline": base, "ratio_drain_over_baseline": ratio, "goal_events_per_s": GOAL_EVENTS_PER_S,
             "goal_met": bool(drained["events_per_s"] and drained["events_per_s"] >= GOAL_EVENTS_PER_S)}
@@ -409,17 +409,18 @@ async def run(events: int, timeout: float | None = None) -> dict[str, Any]:
 def render(report: dict[str, Any]) -> str:
     d, b, h = report["drain"], report["baseline"], report["holds"]
     rss = report["peak_rss_mb"]
+    row = "  {:<42} {:>9.3f} {:>10.0f}"
     lines = [f"ticketflow bench --mode backlog: {report['events']} reservation.created events, {report['at']}",
              f"  backlog taken: {h['held']} holds in {h['seconds']} s ({h['per_s']:.0f}/s; {h['method']})", "",
              f"  {'measure':<42} {'seconds':>9} {'events/s':>10}",
-             f"  {'drain from billing start':<42} {d['from_start_s']:>9.3f} {d['events_per_s_from_start']:>10.0f}",
-             f"  {'drain from first applied event':<42} {d['from_first_applied_s']:>9.3f} {d['events_per_s'] or 0:>10.0f}",
-             f"  {'baseline before: multi-row INSERT orders':<42} {b['before']['seconds']:>9.3f}"
-             f" {b['before']['rows_per_s']:>10.0f}",
-             f"  {'baseline after: multi-row INSERT orders':<42} {b['after']['seconds']:>9.3f}"
-             f" {b['after']['rows_per_s']:>10.0f}", "",
-             f"  drain (from first applied) / mean baseline: {report['ratio_drain_over_baseline']}   goal >= {report['goal_events_per_s']}"
-             f" events/s: {'met' if report['goal_met'] else 'not met'}",
+             row.format("drain from billing start", d["from_start_s"], d["events_per_s_from_start"]),
+             row.format("drain from first applied event", d["from_first_applied_s"], d["events_per_s"] or 0),
+             row.format("baseline before: multi-row INSERT orders", b["before"]["seconds"],
+                        b["before"]["rows_per_s"]),
+             row.format("baseline after: multi-row INSERT orders", b["after"]["seconds"], b["after"]["rows_per_s"]),
+             "",
+             (f"  drain (from first applied) / mean baseline: {report['ratio_drain_over_baseline']}   goal >= "
+              f"{report['goal_events_per_s']} events/s: {'met' if report['goal_met'] else 'not met'}"),
              f"  billing start -> first applied event: {d['until_first_applied_s']} s",
              "  peak RSS MB: " + ", ".join(f"{k} {v}" for k, v in rss.items()),
              "  CPU s during the drain: " + ", ".join(f"{k} {v}" for k, v in d["cpu_s"].items())]
