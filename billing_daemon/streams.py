@@ -34,6 +34,10 @@ from protocol.receiver import Receiver
 
 IN_STREAM = "reservations"
 RELAY_LOCK = "ticketflow.billing.relay"
+# Events applied in one transaction at most (the protocol's default is 1000): a backlog drains in
+# fewer commits. The sender's window (TICKETFLOW_LINK_WINDOW) is twice this, so a batch arrives
+# while the one before commits.
+MAX_BATCH = 4000
 
 
 class ReservationInbox:
@@ -55,7 +59,7 @@ def make_receiver(settings: Settings, inbox: Inbox, node: str) -> Receiver:
     # (Inbox.apply serialises on the stream's position row).
     return Receiver({IN_STREAM: ReservationInbox(inbox)},
                     receiver_link(settings, node),
-                    host=settings.link_host, port=settings.link_port, reuse_port=True)
+                    host=settings.link_host, port=settings.link_port, reuse_port=True, max_batch=MAX_BATCH)
 
 
 def relay_lock_name(database: str) -> str:

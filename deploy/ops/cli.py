@@ -174,7 +174,13 @@ def _bench_emit_sql(args: argparse.Namespace) -> int:
 def _bench_bridge(args: argparse.Namespace) -> int:
     from deploy.ops.bench_bridge import main
 
-    return main(args.events, args.json_out)
+    return main(args.events or 20_000, args.json_out)
+
+
+def _bench_backlog(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_backlog import main
+
+    return main(args.events or 50_000, args.json_out)
 
 
 # name -> (what it measures, beside what; how to run it). One table: --mode's choices and help come from it.
@@ -189,6 +195,9 @@ BENCH_MODES: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
                  "with today's relay-numbered emit, side by side (only the stack needed)", _bench_emit_sql),
     "bridge": ("a backlog of payment events drained by a private billing and bridge into a throwaway vhost, beside "
                "a plain confirming publisher (only the stack needed)", _bench_bridge),
+    "backlog": ("N holds taken while billing is stopped, then a private billing drains them, beside plain "
+                "multi-row INSERTs of N orders (private daemons and throwaway databases, only the stack needed)",
+                _bench_backlog),
 }
 
 
@@ -415,7 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
         "a pgbench baseline measured in the same run.")
     bench.add_argument("--mode", choices=list(BENCH_MODES), default="buyers",
                        help="; ".join(f"{name}: {what}" for name, (what, _) in BENCH_MODES.items()))
-    bench.add_argument("--events", type=int, default=20_000, help="bridge: payment events (default 20000)")
     bench.add_argument("--duration", type=float, default=None,
                        help="seconds of load (default 10; holds-sql: seconds per pgbench run, holds-http: seconds "
                        "per path, default 5)")
@@ -424,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "planned time; latency measured from the planned start")
     bench.add_argument("--clients", default="1,16", help="holds-sql, emit-sql: client counts (default 1,16)")
     bench.add_argument("--seats", type=int, default=300_000, help="holds-sql: seats in the event (default 300000)")
+    bench.add_argument("--events", type=int, default=None,
+                       help="backlog: reservation.created events in the backlog (default 50000); bridge: payment "
+                       "events (default 20000)")
     bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
     bench.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")

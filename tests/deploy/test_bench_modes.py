@@ -1,17 +1,20 @@
 """`ticketflow bench`'s measurement modes do what they say (behaviour only, never timings):
 the pgbench scripts of `--mode holds-sql` hold a seat and write an outbox row on a fresh
 reservation database, `--open-loop` starts requests at their planned times, `--mode bridge` drains a
-real billing backlog through a real bridge beside a plain publisher and cleans up, and the resource
-sampler reads a real process's memory and CPU.
+real billing backlog through a real bridge beside a plain publisher and cleans up, `--mode backlog`
+drains a reservation backlog through real daemons, reports its figures and leaves nothing behind, and the
+resource sampler reads a real process's memory and CPU.
 """
 
 import asyncio
 import itertools
 import json
 import select
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import pymysql
@@ -202,3 +205,99 @@ def resources_gone(pid: int) -> bool:
     from deploy.ops.stack.process import _start_time
 
     return _start_time(pid) is None
+
+
+# --- --mode backlog ---------------------------------------------------------------------------------
+
+
+async def _bench_databases() -> set[str]:
+    """The throwaway databases of `--mode backlog` that exist now, on both servers."""
+    import aiomysql
+
+    from tests.support.stack import pg_dsn
+
+    conn = await asyncpg.connect(pg_dsn("postgres"))
+    try:
+        names = {r["datname"] for r in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'tf_bench_backlog_%'")}
+    finally:
+        await conn.close()
+    settings = local().server("mariadb").settings
+    maria = await aiomysql.connect(host="127.0.0.1", port=settings.mariadb_port, user=settings.user,
+                                   password=settings.password, autocommit=True)
+    try:
+        async with maria.cursor() as cur:
+            await cur.execute("SHOW DATABASES LIKE 'tf\\_bench\\_backlog\\_%'")
+            names |= {row[0] for row in await cur.fetchall()}
+    finally:
+        maria.close()
+    return names
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids whose environment mentions ``text`` (a daemon started with a bench database's DSN)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if text.encode() in environ.read_bytes():
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+def _bench(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "deploy.ops.cli", "bench", "--mode", "backlog", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.stack
+async def test_backlog_mode_drains_a_small_backlog_reports_every_figure_and_leaves_nothing(tmp_path):
+    existing = await _bench_databases()
+    out = tmp_path / "backlog.json"
+    bench = _bench("--events", "300", "--json-out", str(out))
+    output, _ = await asyncio.to_thread(bench.communicate, timeout=300)
+    assert bench.returncode == 0, output
+    report = json.loads(out.read_text())
+    assert report["mode"] == "backlog" and report["events"] == 300
+    assert report["holds"]["held"] == 300
+    drain = report["drain"]
+    # Billing applied exactly the backlog: its position reached the head, which the 300 holds made.
+    assert drain["events"] == drain["head_before_billing"] == 300
+    for key in ("from_start_s", "from_first_applied_s", "until_first_applied_s", "events_per_s_from_start",
+                "events_per_s"):
+        assert drain[key] > 0, key
+    assert drain["from_first_applied_s"] <= drain["from_start_s"]
+    assert set(drain["cpu_s"]) == {"reservation", "billing"}
+    assert all(report["peak_rss_mb"][name] > 0 for name in ("reservation", "billing"))
+    base = report["baseline"]
+    assert base["before"]["rows"] == base["after"]["rows"] == 300 and base["rows_per_s"] > 0
+    assert report["ratio_drain_over_baseline"] == pytest.approx(drain["events_per_s"] / base["rows_per_s"], rel=0.01)
+    assert report["goal_events_per_s"] == 10_000 and isinstance(report["goal_met"], bool)
+    assert "drain from first applied event" in output and "baseline before" in output  # the human table
+    assert await _bench_databases() == existing, "the bench's databases were not dropped"
+
+
+@pytest.mark.stack
+async def test_backlog_mode_interrupted_stops_its_daemons_and_drops_its_databases():
+    existing = await _bench_databases()
+    bench = _bench("--events", "20000")
+    try:
+        # Interrupt once a daemon of its own runs (its environment names the bench's database).
+        deadline = time.monotonic() + 120
+        mine: set[str] = set()
+        pids: list[int] = []
+        while not pids:
+            assert time.monotonic() < deadline, "the bench never started a daemon"
+            assert bench.poll() is None, bench.communicate()[0]
+            mine = await _bench_databases() - existing
+            pids = [pid for name in mine for pid in _processes_naming(name) if pid != bench.pid]
+            await asyncio.sleep(0.1)
+        bench.send_signal(signal.SIGINT)  # Ctrl-C
+        output, _ = await asyncio.to_thread(bench.communicate, timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 130, output
+    assert not [pid for name in mine for pid in _processes_naming(name)], "a daemon outlived the bench"
+    assert not (await _bench_databases() & mine), "the bench's databases were not dropped"
