@@ -4,7 +4,8 @@
                                           the project's own database and broker servers
     ticketflow run reservation|billing|bridge|portal
                                           run a daemon in the foreground
-    ticketflow run all                    every daemon + a demo event + a walkthrough
+    ticketflow run all [--topology ha]    every daemon (ha: 2 reservation + 2 billing behind HAProxy)
+                                          + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
     ticketflow status                     servers, daemons and each link's lag
     ticketflow link advance --link L --to SEQ [--confirm]

@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 from deploy.ops.daemons import BY_NAME, DAEMONS, SENDS, TOPOLOGY_ENV, replicas
+from deploy.ops.restarts import read_restarts
 from deploy.ops.stack import process
 from deploy.ops.stack.settings import StackSettings
 from deploy.ops.stack.topology import TOPOLOGIES, format_report, report_problems
-from deploy.ops.restarts import read_restarts
 from deploy.ops.supervisor import daemon_dirs, daemon_env, restarts_file
 from deploy.runtime.amqp import Names
 

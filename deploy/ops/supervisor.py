@@ -21,7 +21,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploy.ops.daemons import BY_NAME, DAEMONS, TOPOLOGY_ENV, Replica, every_replica, frontends, replicas
+from deploy.ops.daemons import (
+    BY_NAME,
+    DAEMONS,
+    TOPOLOGY_ENV,
+    Replica,
+    every_replica,
+    frontends,
+    replicas,
+)
 from deploy.ops.restarts import RestartLog, RestartPolicy, exit_reason
 from deploy.ops.stack import process
 from deploy.ops.stack.keys import Keys
