@@ -4,7 +4,8 @@
                                           the project's own database and broker servers
     ticketflow run reservation|billing|bridge|portal
                                           run a daemon in the foreground
-    ticketflow run all                    every daemon + a demo event + a walkthrough
+    ticketflow run all [--topology ha]    every daemon (ha: 2 reservation + 2 billing behind HAProxy)
+                                          + a demo event + a walkthrough
     ticketflow stop                       stop the daemons and the stack
     ticketflow status                     servers, daemons and each link's lag
     ticketflow link advance --link L --to SEQ [--confirm]
@@ -96,9 +97,14 @@ def _cluster_status(topology, as_json: bool, servers: dict) -> tuple[list[str], 
 
 
 def _use_topology(name: str) -> None:
-    """Daemons started from here (and the supervisor's restarts) reach the servers of topology ``name``."""
+    """Daemons started from here (and the supervisor's restarts) reach the servers of topology ``name``;
+    ``run all``, ``status`` and the supervisor use that topology's daemon replicas (``daemons.replicas``)."""
+    import os
+
+    from deploy.ops.daemons import TOPOLOGY_ENV
+
+    os.environ[TOPOLOGY_ENV] = name
     if name != "local":
-        import os
 
         # The topology's PostgreSQL replaces whatever the shell had; the servers it shares with the
         # local topology (MariaDB, RabbitMQ) and the keys keep an operator's explicit settings.
@@ -119,14 +125,8 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from deploy.ops.status import main as status_main
 
-    _use_topology(args.topology)
-    code = status_main(args.json, stack_settings())
-    if args.topology != "local" and not args.json:
-        cluster = _cluster_status(TOPOLOGIES[args.topology](), False, {})
-        if cluster is not None:
-            print(f"{args.topology} cluster:\n  " + cluster[1].replace("\n", "\n  "))
-            code = 3 if cluster[0] else code
-    return code
+    _use_topology(args.topology)  # status reads that topology's servers, replicas and cluster
+    return status_main(args.json, stack_settings())
 
 
 def _link(args: argparse.Namespace) -> int:

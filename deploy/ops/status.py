@@ -1,5 +1,9 @@
 """``ticketflow status``: every server and daemon up or down, each link's lag, the portal's stuck messages.
 
+Under ``--topology ha``: every daemon replica (state, pid, restarts, the instance that
+answers on its port), the HA servers, and the cluster report (PostgreSQL roles and lag,
+etcd members, each HAProxy backend's state) that ``stack status --topology ha`` prints.
+
 Lag is "written but not yet acknowledged downstream": for the two TCP links
 the producer's last sequence minus the receiver's acknowledged one, for the
 broker hop the portal queue's depth (ready plus unacknowledged).
@@ -14,11 +18,11 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from deploy.ops.daemons import BY_NAME, DAEMONS, SENDS
+from deploy.ops.daemons import BY_NAME, DAEMONS, SENDS, TOPOLOGY_ENV, replicas
+from deploy.ops.restarts import read_restarts
 from deploy.ops.stack import process
 from deploy.ops.stack.settings import StackSettings
-from deploy.ops.stack.topology import local
-from deploy.ops.restarts import read_restarts
+from deploy.ops.stack.topology import TOPOLOGIES, format_report, report_problems
 from deploy.ops.supervisor import daemon_dirs, daemon_env, restarts_file
 from deploy.runtime.amqp import Names
 
@@ -32,6 +36,15 @@ def probe(url: str) -> tuple[str, dict[str, Any]]:
         return ("not ready" if exc.code == 503 else f"http {exc.code}"), _checks(exc.read())
     except OSError:
         return "down", {}
+
+
+def instance(url: str) -> str | None:
+    """Who answers ``GET /api/instance`` at ``url`` (a replica's own port, or a frontend's)."""
+    try:
+        with urllib.request.urlopen(url + "/api/instance", timeout=2) as response:
+            return json.loads(response.read()).get("instance")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _checks(body: bytes) -> dict[str, Any]:
@@ -132,33 +145,53 @@ def render_stuck(stuck: dict[str, Any] | str) -> list[str]:
 
 def collect(settings: StackSettings) -> dict[str, Any]:
     env = daemon_env(settings)
+    topology_name = env.get(TOPOLOGY_ENV, "local")
     pids, _ = daemon_dirs(settings)
     daemons = {}
     problems = {}
     restarts = read_restarts(restarts_file(settings))
-    for spec in DAEMONS:
-        pid = process.running_pid(pids / f"{spec.name}.pid")
-        state, checks = probe(spec.url(env) + "/ready")
-        restarted = restarts.get(spec.name, {})
-        daemons[spec.name] = {"state": state, "pid": pid, "restarts": restarted.get("count", 0),
-                              "last_exit": restarted.get("last_exit"), "last_restart_at": restarted.get("last_at")}
-        if spec.name in SENDS and isinstance(checks.get("link"), dict):
-            problems[SENDS[spec.name].name] = checks["link"]
-    return {"servers": local(settings).status(), "daemons": daemons, "lag": asyncio.run(_lags(env)),
-            "link_problems": problems, "stuck": stuck_messages(BY_NAME["portal"].url(env))}
+    for replica in replicas(env):
+        pid = process.running_pid(replica.pidfile(pids))
+        state, checks = probe(replica.url + "/ready")
+        restarted = restarts.get(replica.name, {})
+        daemons[replica.name] = {"daemon": replica.daemon, "state": state, "pid": pid, "url": replica.url,
+                                 "instance": instance(replica.url) if state != "down" else None,
+                                 "restarts": restarted.get("count", 0), "last_exit": restarted.get("last_exit"),
+                                 "last_restart_at": restarted.get("last_at")}
+        if replica.daemon in SENDS and isinstance(checks.get("link"), dict):
+            problems[SENDS[replica.daemon].name] = checks["link"]
+    topology = TOPOLOGIES[topology_name](settings) if topology_name == "local" else TOPOLOGIES[topology_name]()
+    report = {"topology": topology_name, "servers": topology.status(), "daemons": daemons}
+    if hasattr(topology, "report"):
+        cluster = topology.report()
+        report["cluster"] = {**cluster, "problems": report_problems(cluster)}
+        report["frontends"] = {spec.name: {"url": spec.url(env), "state": probe(spec.url(env) + "/ready")[0]}
+                               for spec in DAEMONS if spec.ha_ports(env)}
+    return {**report, "lag": asyncio.run(_lags(env)), "link_problems": problems,
+            "stuck": stuck_messages(BY_NAME["portal"].url(env))}
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["servers:"]
+    lines = ["servers:" if report.get("topology", "local") == "local" else f"servers ({report['topology']}):"]
     lines += [f"  {name:<12} {state}" for name, state in report["servers"].items()]
     lines.append("daemons:")
-    lines += [f"  {name:<12} {d['state']}" + (f" (pid {d['pid']})" if d["pid"] else "")
+    lines += [f"  {name:<14} {d['state']}" + (f" (pid {d['pid']})" if d["pid"] else "")
+              + (f" at {d['url']}, answers as {d['instance']}" if "cluster" in report and d.get("instance") else "")
               + (f", restarted {d['restarts']}x by run all, last after {d['last_exit']} at {d['last_restart_at']}"
                  if d.get("restarts") else "")
               for name, d in report["daemons"].items()]
     lines.append("links (events written, not yet acknowledged downstream):")
     lines += [f"  {name:<26} {lag}" for name, lag in report["lag"].items()]
     lines += render_stuck(report["stuck"])
+    if "frontends" in report:
+        lines.append("frontends (HAProxy, checked on each replica's /ready):")
+        lines += [f"  {name:<12} {f['state']} at {f['url']}" for name, f in report["frontends"].items()]
+    if "cluster" in report:
+        cluster = report["cluster"]
+        lines.append(f"{report['topology']} cluster:")
+        lines += ["  " + line for line in format_report(cluster).splitlines()]
+        lines += ["  problems:", *(f"    {p}" for p in cluster["problems"])] if cluster["problems"] \
+            else ["  cluster healthy"]
     problems = report.get("link_problems", {})
     if problems:
         lines.append("link problems (the sender's /ready is false until resolved):")
@@ -171,6 +204,8 @@ def main(as_json: bool, settings: StackSettings) -> int:
     report = collect(settings)
     print(json.dumps(report, indent=2) if as_json else render(report))
     healthy = all(s.startswith("up") for s in report["servers"].values()) and all(
-        d["state"] == "up" for d in report["daemons"].values()) and not report["link_problems"]
+        d["state"] == "up" for d in report["daemons"].values()) and not report["link_problems"] \
+        and not report.get("cluster", {}).get("problems") \
+        and all(f["state"] == "up" for f in report.get("frontends", {}).values())
     return 0 if healthy else 3
 

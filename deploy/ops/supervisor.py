@@ -1,8 +1,10 @@
 """``ticketflow run all``: every daemon as a child process, kept running; a demo event, a walkthrough.
 
-Daemon logs go to ``.stack/logs/<daemon>.log`` so the terminal stays readable;
+Daemon logs go to ``.stack/logs/<replica>.log`` so the terminal stays readable;
 pid files under ``.stack/daemons/`` let ``ticketflow stop`` (``make stop``) stop
 them from another terminal, by the pids recorded, as the stack does its servers.
+Under ``--topology ha`` reservation and billing run two replicas each (``daemons.replicas``)
+behind the HA stack's HAProxy on their public ports; each replica is kept running on its own.
 A daemon that exits or is killed is restarted (``deploy/ops/restarts.py`` says
 when); the others keep serving. ``ticketflow stop`` stops the supervisor first
 (its own pid file), so nothing is restarted behind the operator's back.
@@ -19,7 +21,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploy.ops.daemons import DAEMONS
+from deploy.ops.daemons import (
+    BY_NAME,
+    DAEMONS,
+    TOPOLOGY_ENV,
+    Replica,
+    every_replica,
+    frontends,
+    replicas,
+)
 from deploy.ops.restarts import RestartLog, RestartPolicy, exit_reason
 from deploy.ops.stack import process
 from deploy.ops.stack.keys import Keys
@@ -93,41 +103,82 @@ def operator_token(env: dict[str, str]) -> str:
     return read_token_file(Path(env["TICKETFLOW_SERVICE_TOKEN_FILE"]))
 
 
-def spawn_daemon(settings: StackSettings, name: str) -> int:
-    """Start one daemon with its pid file and log; its pid."""
+def find_replica(env: dict[str, str], name: str) -> Replica:
+    """A replica of the current topology by name (a daemon's name is its one replica's in ``local``)."""
+    for replica in [*replicas(env), *every_replica(env)]:
+        if replica.name == name:
+            return replica
+    raise KeyError(f"no daemon replica {name!r}")
+
+
+def spawn_daemon(settings: StackSettings, name: str | Replica) -> int:
+    """Start one daemon replica with its pid file and log; its pid."""
     env = daemon_env(settings)
+    replica = name if isinstance(name, Replica) else find_replica(env, name)
     pids, logs = daemon_dirs(settings)
     keys = Keys(settings.root)
-    module = next(spec.module for spec in DAEMONS if spec.name == name)
-    return process.spawn([sys.executable, "-m", module], pids / f"{name}.pid", logs / f"{name}.log",
-                         env=service_env(env, keys, name))
+    return process.spawn([sys.executable, "-m", BY_NAME[replica.daemon].module], replica.pidfile(pids),
+                         replica.logfile(logs), env={**service_env(env, keys, replica.daemon), **replica.env})
+
+
+def ensure_frontends(env: dict[str, str]) -> str | None:
+    """Under the HA topology: HAProxy's daemon frontends match the replicas (restarted if its config changes)."""
+    if env.get(TOPOLOGY_ENV, "local") != "ha":
+        return None
+    from deploy.ops.stack.topology import ha
+
+    proxy = ha().proxy
+    return proxy.serve_frontends(frontends(env))
 
 
 def start_all(settings: StackSettings) -> dict[str, str]:
-    """Start every daemon not already running; returns name -> base URL."""
+    """Start every daemon replica not already running; returns daemon name -> base (public) URL."""
     env = daemon_env(settings)
     pids, logs = daemon_dirs(settings)
-    urls = {}
     Keys(settings.root).ensure()  # `stack up` made them; a stack dir of its own (tests, a second checkout) gets them here
-    for spec in DAEMONS:
-        pidfile, log = pids / f"{spec.name}.pid", logs / f"{spec.name}.log"
-        url = spec.url(env)
+    frontend = ensure_frontends(env)
+    if frontend is not None:
+        print(f"{'haproxy':<14} {frontend}")
+    for replica in replicas(env):
+        pidfile, log = replica.pidfile(pids), replica.logfile(logs)
         if process.running_pid(pidfile) is None:
-            spawn_daemon(settings, spec.name)
-            print(f"{spec.name:<12} starting (log: {log})")
-        _wait_ready(url + "/ready", pidfile, log)
-        print(f"{spec.name:<12} ready at {url}")
-        urls[spec.name] = url
+            spawn_daemon(settings, replica)
+            print(f"{replica.name:<14} starting (log: {log})")
+        _wait_ready(replica.url + "/ready", pidfile, log)
+        print(f"{replica.name:<14} ready at {replica.url}")
+    urls = {spec.name: spec.url(env) for spec in DAEMONS}
+    if frontend is not None:  # HAProxy marks a replica up after its first good check (1 s)
+        for spec in DAEMONS:
+            if spec.ha_ports(env):
+                _wait_frontend(urls[spec.name] + "/ready")
+                print(f"{spec.name:<14} ready at {urls[spec.name]} (HAProxy, {len(spec.ha_ports(env))} replicas)")
     return urls
 
 
+def _wait_frontend(url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _http("GET", url)[0] == 200:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"HAProxy's frontend {url} not ready after {timeout:.0f}s (ticketflow stack status --topology ha)")
+
+
 def stop_all(settings: StackSettings) -> dict[str, bool]:
+    """Stop the supervisor, then every replica of the current topology and any other one still running."""
     pids, _ = daemon_dirs(settings)
+    env = daemon_env(settings)
     # The supervisor first: it would restart what we stop. On SIGTERM it stops the daemons itself.
     process.stop(supervisor_pidfile(settings), signal.SIGTERM, timeout=60)
+    current = {r.name for r in replicas(env)}
+    order = [spec.name for spec in DAEMONS]
+    wanted = [r for r in every_replica(env) if r.name in current or process.running_pid(r.pidfile(pids))]
+    wanted.sort(key=lambda r: -order.index(r.daemon))  # downstream first, as before
     # SIGTERM: each daemon finishes in-flight work and closes its links.
-    return {spec.name: process.stop(pids / f"{spec.name}.pid", signal.SIGTERM, timeout=20)
-            for spec in reversed(DAEMONS)}
+    return {r.name: process.stop(r.pidfile(pids), signal.SIGTERM, timeout=20) for r in wanted}
 
 
 def demo(urls: dict[str, str], token: str) -> str:
@@ -187,10 +238,12 @@ tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 
 
 class Keeper:
-    """Restarts daemons that exit, by the policy in ``restarts.py``; fed the current time by ``run_all``."""
+    """Restarts daemon replicas that exit, each on its own, by the policy in ``restarts.py``;
+    fed the current time by ``run_all``."""
 
     def __init__(self, settings: StackSettings, policy: RestartPolicy | None = None) -> None:
         self.settings = settings
+        self.replicas = replicas(daemon_env(settings))
         self.policy = policy or RestartPolicy()
         self.log = RestartLog(restarts_file(settings))
         self.pids = daemon_dirs(settings)[0]
@@ -199,18 +252,18 @@ class Keeper:
 
     def begin(self, now: float) -> None:
         self.log.start()
-        for spec in DAEMONS:
-            self.policy.started(spec.name, now)
-            self.started[spec.name] = now
+        for replica in self.replicas:
+            self.policy.started(replica.name, now)
+            self.started[replica.name] = now
 
     def tick(self, now: float) -> None:
-        for spec in DAEMONS:
-            name = spec.name
+        for replica in self.replicas:
+            name = replica.name
             if name in self.due:
                 at, reason = self.due[name]
                 if now >= at:
                     del self.due[name]
-                    spawn_daemon(self.settings, name)
+                    spawn_daemon(self.settings, replica)
                     self.policy.started(name, now)
                     self.started[name] = now
                     count = self.log.record(name, reason)

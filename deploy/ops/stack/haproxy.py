@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import urllib.request
 
@@ -77,6 +78,24 @@ class HAProxy(Server):
     def render(self) -> None:
         conf.write(self.config, render(self.ha))
         self.run_setup([HAPROXY, "-c", "-q", "-f", str(self.config)])
+
+    def serve_frontends(self, frontends: str) -> str:
+        """Serve these daemon frontends (``TICKETFLOW_HA_FRONTENDS`` syntax); restart only if the config changes.
+
+        ``run all --topology ha`` calls it before starting the replicas: HAProxy's PostgreSQL
+        sessions are cut by the restart, which no daemon of that run has opened yet.
+        """
+        self.ha = dataclasses.replace(self.ha, frontends=frontends)
+        wanted = render(self.ha)
+        if self.running() and self.config.exists() and self.config.read_text() == wanted:
+            return "frontends already served"
+        if not self.running():
+            raise StackError("HAProxy is not running: start the HA stack first (ticketflow stack up --topology ha)")
+        self.stop()
+        self.up()
+        names = ", ".join(f"{name} :{public} -> {','.join(map(str, ports))}"
+                          for name, public, ports in parse_frontends(frontends))
+        return f"restarted with frontends {names}"
 
     def command(self) -> tuple[list[str], dict[str, str] | None]:
         self.render()
