@@ -1,4 +1,5 @@
-"""`pg-failover`, `pg-switchover` and `pg-replica-loss` under load, each on a private HA stack (its own ports and directory), audited to zero anomalies.
+"""`pg-failover`, `pg-switchover` and `pg-replica-loss` under load, each on a private HA stack (its own ports
+and directory), audited to zero anomalies.
 
 The four daemons run as real processes: reservation and portal on the HA cluster through HAProxy's
 read-write port, billing on a fresh MariaDB database, RabbitMQ names of their own.
@@ -17,8 +18,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from deploy.ops.drill.faults import STANDBY_ROLES, SYNC_ROLES, PgFailover, PgReplicaLoss, PgSwitchover, Target,
-                                     members
+from deploy.ops.drill.faults import (STANDBY_ROLES, SYNC_ROLES, PgFailover, PgReplicaLoss, PgSwitchover, Target,
+                                     members)
 from deploy.ops.drill.report import render
 from deploy.ops.drill.run import run_fault_drill
 from deploy.ops.stack.topology import ha
