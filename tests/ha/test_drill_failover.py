@@ -1,4 +1,5 @@
-"""`pg-failover` under load on a private HA stack (its own ports and directory), audited to zero anomalies.
+"""`pg-failover`, `pg-switchover` and `pg-replica-loss` under load, each on a private HA stack (its own ports
+and directory), audited to zero anomalies.
 
 The four daemons run as real processes: reservation and portal on the HA cluster through HAProxy's
 read-write port, billing on a fresh MariaDB database, RabbitMQ names of their own.
@@ -6,6 +7,7 @@ read-write port, billing on a fresh MariaDB database, RabbitMQ names of their ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -16,7 +18,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from deploy.ops.drill.faults import PgFailover, Target, members
+from deploy.ops.drill.faults import (STANDBY_ROLES, SYNC_ROLES, PgFailover, PgReplicaLoss, PgSwitchover, Target,
+                                     members)
 from deploy.ops.drill.report import render
 from deploy.ops.drill.run import run_fault_drill
 from deploy.ops.stack.topology import ha
@@ -65,8 +68,9 @@ async def create_database(topology, name: str) -> str:
     return proxy.dsn(proxy.ha.rw_port, name)
 
 
-async def test_pg_failover_drill_loses_nothing_and_the_old_leader_rejoins_as_a_replica(private_ha, tmp_path):
-    topology = private_ha
+@contextlib.asynccontextmanager
+async def drill_target(topology, tmp_path):
+    """The four daemons as real processes on the private HA cluster (billing on MariaDB), as a drill Target."""
     reservation_dsn = await create_database(topology, "drill_reservation")
     portal_dsn = await create_database(topology, "drill_portal")
     async with fresh_mariadb_database("tf_drill_bill") as maria, \
@@ -74,27 +78,66 @@ async def test_pg_failover_drill_loses_nothing_and_the_old_leader_rejoins_as_a_r
         pipeline = FullPipeline(reservation_dsn, maria, reservation_dsn, tmp_path, session, portal_dsn=portal_dsn)
         try:
             await pipeline.start_all()
-            target = Target(
+            yield Target(
                 urls={name: service.api.base_url for name, service in pipeline.services.items()},
                 token=token(SERVICE), topology=topology,
                 env={"TICKETFLOW_PG_DSN": reservation_dsn, "TICKETFLOW_MARIADB_DSN": maria,
                      "TICKETFLOW_AMQP_URL": stack_env()["TICKETFLOW_AMQP_URL"],
                      "TICKETFLOW_AMQP_PREFIX": pipeline.names.prefix})
-            old_leader = next(m["name"] for m in members(topology) if m["role"] == "leader")
-
-            report = await run_fault_drill(PgFailover(), target, duration=6, buyers=4)
-            print(render(report))
-
-            audit = report["audit"]
-            assert (audit["lost"], audit["duplicated"], audit["double_sold"]) == (0, 0, 0), audit["details"]
-            assert audit["acknowledged_purchases"] > 0, "the load bought nothing: the drill proved nothing"
-            assert report["facts"]["victim"] == old_leader and report["facts"]["killed"] == {
-                "patroni": True, "postmaster": True}, report["facts"]
-            roles = {m["name"]: m["role"] for m in members(topology)}
-            assert roles[old_leader] in ("replica", "sync_standby"), roles
-            assert report["facts"]["rejoined"] and report["healthy_after"], report["problems_after"]
-            assert report["all_sales_finalized"] and report["links_drained"]
-            assert report["time_to_detect_s"] is not None and report["recovery_s"] is not None
         finally:
             pipeline.stop()
             await pipeline.delete_amqp_names()
+
+
+def assert_clean(report) -> None:
+    audit = report["audit"]
+    assert (audit["lost"], audit["duplicated"], audit["double_sold"]) == (0, 0, 0), audit["details"]
+    assert audit["acknowledged_purchases"] > 0, "the load bought nothing: the drill proved nothing"
+    assert report["healthy_after"], report["problems_after"]
+    assert report["all_sales_finalized"] and report["links_drained"]
+    assert report["time_to_detect_s"] is not None and report["recovery_s"] is not None
+    assert "500 INTERNAL" not in report["errors"], report["errors"]  # a failover is never a bug's answer
+
+
+async def test_pg_failover_drill_loses_nothing_and_the_old_leader_rejoins_as_a_replica(private_ha, tmp_path):
+    topology = private_ha
+    async with drill_target(topology, tmp_path) as target:
+        old_leader = next(m["name"] for m in members(topology) if m["role"] == "leader")
+
+        report = await run_fault_drill(PgFailover(), target, duration=6, buyers=4)
+        print(render(report))
+
+        assert_clean(report)
+        assert report["facts"]["victim"] == old_leader and report["facts"]["killed"] == {
+            "patroni": True, "postmaster": True}, report["facts"]
+        roles = {m["name"]: m["role"] for m in members(topology)}
+        assert roles[old_leader] in ("replica", "sync_standby"), roles
+        assert report["facts"]["rejoined"]
+
+
+async def test_pg_switchover_drill_moves_the_leader_to_the_sync_standby_and_loses_nothing(private_ha, tmp_path):
+    topology = private_ha
+    async with drill_target(topology, tmp_path) as target:
+        cluster = members(topology)
+        old = next(m["name"] for m in cluster if m["role"] == "leader")
+        sync = next(m["name"] for m in cluster if m["role"] in SYNC_ROLES)
+
+        report = await run_fault_drill(PgSwitchover(), target, duration=4, buyers=4)
+        print(render(report))
+
+        assert_clean(report)
+        assert report["facts"] == {"old_leader": old, "new_leader": sync, "rejoined": True}, report["facts"]
+        roles = {m["name"]: m["role"] for m in members(topology)}
+        assert roles[sync] == "leader" and roles[old] in STANDBY_ROLES, roles
+
+
+async def test_pg_replica_loss_drill_keeps_writing_through_another_sync_standby(private_ha, tmp_path):
+    topology = private_ha
+    async with drill_target(topology, tmp_path) as target:
+        sync = next(m["name"] for m in members(topology) if m["role"] in SYNC_ROLES)
+
+        report = await run_fault_drill(PgReplicaLoss(), target, duration=4, buyers=4)
+        print(render(report))
+
+        assert_clean(report)
+        assert report["facts"]["victim"] == sync and report["facts"]["rejoined"], report["facts"]

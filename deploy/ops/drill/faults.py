@@ -113,6 +113,17 @@ def backend_status(topology: HATopology, proxy: str, server: str) -> str | None:
                 None)
 
 
+def _rw_server(topology: HATopology) -> str | None:
+    """The node HAProxy's read-write port routes to now (the one postgres_rw server UP), if any."""
+    return next((b["server"] for b in topology.proxy.backends() if b["proxy"] == "postgres_rw"
+                 and b["status"] == "UP"), None)
+
+
+def _sync_standby(topology: HATopology) -> str | None:
+    return next((m["name"] for m in members(topology) if m.get("role") in SYNC_ROLES
+                 and m.get("state") in RUNNING_STATES), None)
+
+
 def rejoined(topology: HATopology, name: str) -> bool:
     """``name`` follows the current leader again: a standby, running, on the leader's timeline."""
     cluster = members(topology)
@@ -210,8 +221,17 @@ class PgFailover(Fault):
         facts = await _kill_node(topo, victim)
         await clock.wait_for("detect", lambda: backend_status(topo, "postgres_rw", victim) != "UP", 30)
         await clock.wait_for("new_leader", lambda: leader(topo) not in (None, victim), 90)
-        await _restart_node(topo, victim)
-        clock.mark("restarted_old_leader")
+        # The rest of the write gap's timeline: HAProxy routes writes to the new leader (after Patroni promoted
+        # it and answers OPTIONS /primary); the first successful write is in the load's history.
+        # and, under strict synchronous mode, its commits wait until a standby streams from it again.
+        async def restart() -> None:
+            await _restart_node(topo, victim)
+            clock.mark("restarted_old_leader")
+
+        await asyncio.gather(
+            clock.wait_for("rw_routed", lambda: _rw_server(topo) not in (None, victim), 30),
+            clock.wait_for("new_sync_standby", lambda: _sync_standby(topo) not in (None, victim), 60),
+            restart())
         facts["rejoined"] = await clock.wait_for("old_leader_rejoined", lambda: rejoined(topo, victim), 120)
         facts["new_leader"] = await asyncio.to_thread(leader, topo)
         return facts

@@ -118,7 +118,7 @@ class Load:
             if not retry or time.monotonic() >= deadline:
                 return outcome, data
             await asyncio.sleep(pause)
-            pause = min(1.0, pause * 2)
+            pause = min(0.5, pause * 2)  # the gap is measured to within half a second
 
     async def poll(self, url: str, done, deadline: float) -> dict | None:
         pause = 0.02
