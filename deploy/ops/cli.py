@@ -183,6 +183,13 @@ def _bench_backlog(args: argparse.Namespace) -> int:
     return main(args.events or 50_000, args.json_out)
 
 
+def _bench_goals(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_goals import main
+
+    return main(_seconds(args, 10.0), args.events or 50_000, args.events or 20_000, min(args.seats, 100_000),
+                args.json_out)
+
+
 # name -> (what it measures, beside what; how to run it). One table: --mode's choices and help come from it.
 BENCH_MODES: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "buyers": ("simulated buyers against the running pipeline (the default; with --open-loop RATE: holds "
@@ -198,6 +205,8 @@ BENCH_MODES: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "backlog": ("N holds taken while billing is stopped, then a private billing drains them, beside plain "
                 "multi-row INSERTs of N orders (private daemons and throwaway databases, only the stack needed)",
                 _bench_backlog),
+    "goals": ("every figure of issue 13 in one run, each beside its same-run baseline, as one table of goals "
+              "(needs the pipeline running: make run)", _bench_goals),
 }
 
 

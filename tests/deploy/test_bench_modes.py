@@ -175,7 +175,8 @@ def test_bridge_mode_drains_billings_backlog_through_a_real_bridge_beside_a_plai
     report = json.loads(out.read_text())
     assert report["mode"] == "bridge" and report["events"] == 700
     # Every event went through billing's relay and the bridge, and billing knows RabbitMQ has them all.
-    assert report["bridge"]["billing_stream"] == {"stream": "payments", "last_seq": 700, "acked_seq": 700, "lag": 0}
+    assert report["bridge"]["billing_stream"] == {"stream": "payments", "last_seq": 700, "acked_seq": 700, "lag": 0,
+                                                  "unsequenced": 0}
     assert report["bridge"]["msgs_per_s"] > 0 and report["baseline"]["msgs_per_s"] > 0
     assert len(report["baseline"]["runs_msgs_per_s"]) == 2
     assert report["ratio"] == pytest.approx(report["bridge"]["msgs_per_s"] / report["baseline"]["msgs_per_s"],
