@@ -160,6 +160,16 @@ SCHEMAS: dict[str, type[Payload]] = {cls.TYPE: cls for cls in (
     PaymentSucceeded, PaymentFailed, PaymentRefunded, TicketCheckedIn)}
 
 
+# Per type, computed once (typing.get_type_hints resolves string annotations: too slow per event):
+# (name, type hint, default or MISSING) of each schema field, and the names a payload knows.
+_FIELDS: dict[str, tuple[tuple[str, Any, Any], ...]] = {
+    kind: tuple((f.name, typing.get_type_hints(cls)[f.name], f.default)
+                for f in dataclasses.fields(cls) if f.name != "extra")
+    for kind, cls in SCHEMAS.items()}
+_KNOWN: dict[str, frozenset[str]] = {kind: frozenset(f.name for f in dataclasses.fields(cls))
+                                     for kind, cls in SCHEMAS.items()}
+
+
 def _accepts(annotation: Any, value: Any) -> bool:
     hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     for hint in hints:
@@ -181,25 +191,35 @@ def parse(kind: str, data: Any) -> Payload:
     cls = SCHEMAS[kind]
     if not isinstance(data, dict):
         raise MalformedEvent(kind, "", "must be a map")
-    hints = typing.get_type_hints(cls)
+    return cls(**_checked(kind, data), extra={k: v for k, v in data.items() if k not in _KNOWN[kind]})
+
+
+def _checked(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """The schema's fields of ``data``, each checked against its type (:class:`MalformedEvent` if not)."""
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name == "extra":
+    for name, hint, default in _FIELDS[kind]:
+        if name not in data:
+            if default is dataclasses.MISSING:
+                raise MalformedEvent(kind, name, "is missing")
+            values[name] = default
             continue
-        if f.name not in data:
-            if f.default is dataclasses.MISSING:
-                raise MalformedEvent(kind, f.name, "is missing")
-            continue
-        if not _accepts(hints[f.name], data[f.name]):
-            raise MalformedEvent(kind, f.name, f"must be {hints[f.name]}")
-        values[f.name] = data[f.name]
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+        if not _accepts(hint, data[name]):
+            raise MalformedEvent(kind, name, f"must be {hint}")
+        values[name] = data[name]
+    return values
 
 
 def validated(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` checked against its type's schema (producers call this before writing the outbox row)."""
-    return parse(kind, data).to_data()
+    """``data`` checked against its type's schema (producers call this before writing the outbox row).
+
+    The same check and the same result as ``parse(kind, data).to_data()`` without building the
+    dataclass (producers call it on every emit: issue 13 measured ~156 us per call before)."""
+    if kind not in SCHEMAS:
+        raise KeyError(kind)
+    if not isinstance(data, dict):
+        raise MalformedEvent(kind, "", "must be a map")
+    values = _checked(kind, data)
+    return {**{k: v for k, v in data.items() if k not in _KNOWN[kind]}, **values}
 
 
 def table() -> str:
