@@ -56,6 +56,11 @@ def process_lock_name(owner: str) -> str:
     return PROCESS_LOCK_PREFIX + owner
 
 
+# The attempt's status once an outcome is recorded (FAILED and DECLINED are their own values).
+_RECORDED_STATUS = {Outcome.PAID: "succeeded", Outcome.REFUND_HOLD_GONE: "refunded",
+                    Outcome.REFUND_LATE_CHARGE: "refunded"}
+
+
 @dataclass(frozen=True)
 class Settled:
     """What recording an attempt's outcome came to: the answer, or a refund to make first."""
@@ -172,7 +177,14 @@ class PaymentStore:
                 await self._refund_attempt(conn, order, base, refund_ref, decision.reason)
             elif decision.outcome is Outcome.PAID:
                 await self._paid(conn, order, attempt["id"], result.reference, base)
-            return Settled(await self._settled(conn, order["id"], attempt["id"], key))
+            else:  # RECORDED: finished before; read what it came to
+                return Settled(await self._settled(conn, order["id"], attempt["id"], key))
+            # An attempt this transaction moved out of ``charging`` (its row is locked) has the status
+            # just written, and no key waiting on it can have been answered before; a late charge's
+            # refund (the attempt had failed, and was answered) reads what its keys were told.
+            fresh = current["status"] == "charging"
+            recorded = (_RECORDED_STATUS.get(decision.outcome) or decision.outcome.value) if fresh else None
+            return Settled(await self._settled(conn, order["id"], attempt["id"], key, recorded))
 
         settled = await self.db.transaction(finish, idempotent=True)
         self.outbox.emitted()
@@ -226,14 +238,22 @@ class PaymentStore:
                                  (refund_id, order_id, attempt_id, amount_minor, currency, reason, actor, gateway_ref))
         return refund_id if inserted else None
 
-    async def _settled(self, conn: aiomysql.Connection, order_id: str, attempt_id: str, key: Key | None) -> Result:
+    async def _settled(self, conn: aiomysql.Connection, order_id: str, attempt_id: str, key: Key | None,
+                       recorded: str | None = None) -> Result:
         """The answer to a pay request for this attempt, recorded under every key still waiting on it.
 
-        A key answered earlier keeps its first answer (one key, one answer)."""
-        status = await fetchval(conn, "SELECT status FROM payment_attempts WHERE id = %s", (attempt_id,))
-        refund_id = await fetchval(conn, "SELECT id FROM refunds WHERE attempt_id = %s", (attempt_id,))
+        A key answered earlier keeps its first answer (one key, one answer). ``recorded`` is the
+        status this transaction just gave the attempt (it was ``charging`` under its row lock):
+        then the status need not be read back, a refund row exists only if it is ``refunded``,
+        and every key waiting on it (``key`` among them) is answered now for the first time."""
+        status = recorded or await fetchval(conn, "SELECT status FROM payment_attempts WHERE id = %s",
+                                            (attempt_id,))
+        refund_id = None if status != "refunded" else await fetchval(
+            conn, "SELECT id FROM refunds WHERE attempt_id = %s", (attempt_id,))
         answer = settled_answer(status, await order_view(conn, order_id), refund_id)
         await self.keys.answer_waiting(conn, attempt_id, answer)
+        if recorded is not None:
+            return answer
         earlier: Replayed | None = await self.keys.answered(conn, key) if key is not None else None
         return earlier or answer
 

@@ -41,6 +41,9 @@ from deploy.ops.supervisor import daemon_env, operator_token
 from deploy.runtime.amqp import Names
 
 
+MAX_EVENT_SEATS = 100_000  # the reservation daemon refuses larger layouts (LAYOUT_TOO_LARGE)
+
+
 @dataclass
 class Samples:
     reserve_ms: list[float] = field(default_factory=list)
@@ -222,9 +225,9 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
     urls = {spec.name: spec.url(env) for spec in DAEMONS}
     async with _session(env) as session:
         await _ready(session, urls)
-        # enough seats for ~400 purchases/s
+        # enough seats for ~400 purchases/s per buyer-second, within one event's layout limit
         seat_ids = await _bench_seats(session, urls["reservation"],
-                                      (int(concurrency * duration * 400 / 1000) + 1) * 1000)
+                                      min(MAX_EVENT_SEATS, (int(concurrency * duration * 400 / 1000) + 1) * 1000))
         seats: asyncio.Queue = asyncio.Queue()
         for seat in seat_ids:
             seats.put_nowait(seat)
