@@ -296,7 +296,9 @@ class KillDaemon(Fault):
 
     async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
         victim = self.victim(target)
-        facts = await kill_and_wait(target, victim, clock)
+        # A replica behind HAProxy (under --topology ha) is also watched there: out, then UP again.
+        backend = next(((proxy, server) for r, proxy, server in behind_haproxy(target) if r == victim), None)
+        facts = await kill_and_wait(target, victim, clock, backend if target.topology is not None else None)
         if f"{victim.name}_respawned" in clock.marks:  # the supervisor noticed and started a new process
             clock.marks.setdefault("detect", clock.marks[f"{victim.name}_respawned"])
         return {"victims": [facts]}
