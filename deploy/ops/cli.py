@@ -217,7 +217,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _drill(args: argparse.Namespace) -> int:
     import asyncio
 
-    from deploy.ops.drill.faults import FAULTS, DaemonTarget, DrillRefused, KillDaemon, Target, replicas_from_haproxy
+    from deploy.ops.daemons import replicas
+    from deploy.ops.drill.faults import FAULTS, DrillRefused, KillDaemon, Target
     from deploy.ops.drill.report import emit, passed
     from deploy.ops.drill.run import run_fault_drill, run_seed_concurrency
     from deploy.ops.stack import process
@@ -235,17 +236,17 @@ def _drill(args: argparse.Namespace) -> int:
         print(f"ticketflow drill: refused: no operator credential ({exc}): the stack is not up from here",
               file=sys.stderr)
         return 2
-    target = Target(urls=urls, token=token, env=env, topology=topology,
-                    daemons={n: DaemonTarget(n, pids / f"{n}.pid", u + "/ready") for n, u in urls.items()},
-                    replicas=replicas_from_haproxy(topology, pids) if topology is not None else [],
+    processes = replicas(env, args.topology)  # what `run all --topology` started: THE list of daemon processes
+    target = Target(urls=urls, token=token, env=env, topology=topology, replicas=processes, pids=pids,
                     supervised=process.running_pid(supervisor_pidfile(settings)) is not None)
     try:
         if args.name == "seed-concurrency":
             report = asyncio.run(run_seed_concurrency(target, args.n))
         else:
             if args.name == "kill":
-                if args.daemon not in BY_NAME:
-                    print(f"ticketflow drill kill: name a daemon: {', '.join(BY_NAME)}", file=sys.stderr)
+                names = sorted({*BY_NAME, *(r.name for r in processes)})
+                if args.daemon not in names:
+                    print(f"ticketflow drill kill: name a daemon or replica: {', '.join(names)}", file=sys.stderr)
                     return 2
                 fault = KillDaemon(args.daemon)
             else:
@@ -462,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
         "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat.")
     drill.add_argument("name", choices=["pg-failover", "pg-switchover", "pg-replica-loss", "lb-replica", "kill",
                                         "seed-concurrency"])
-    drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ")")
+    drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ") or "
+                       "replica (reservation-1, ...: `ticketflow status` lists them)")
     drill.add_argument("--duration", type=float, default=15.0,
                        help="seconds of load after the fault (longer if recovery takes longer; default 15)")
     drill.add_argument("--buyers", type=int, default=6, help="concurrent buyers (default 6)")

@@ -21,6 +21,7 @@ import urllib.request
 import pytest
 
 from deploy.ops.stack import process
+from tests.ha.test_drill_failover import assert_clean
 from tests.ha.test_ha_stack import HA_PORTS, listening
 from tests.support.stack import free_port, fresh_mariadb_database
 
@@ -169,3 +170,51 @@ def test_status_lists_every_replica_the_frontends_and_the_cluster_roles(running)
 
     text = running["ticketflow"]("status", "--topology", "ha").stdout
     assert "reservation-2" in text and "sync_standby" in text and "reservation/reservation1" in text, text
+
+
+# --- the drills against this supervised stack (`ticketflow drill ... --topology ha`, as an operator runs them) ---
+
+
+def drill(running, *args: str) -> dict:
+    """Run ``ticketflow drill`` against the running stack; its JSON report (the table is printed for -s)."""
+    out = running["root"] / f"drill-{'-'.join(args)}.json"
+    result = running["ticketflow"]("drill", *args, "--topology", "ha", "--duration", "3", "--buyers", "4",
+                                   "--json-out", str(out), timeout=240)
+    print(result.stdout.split("\n\n")[0])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(out.read_text())
+
+
+def every_replica_up(running) -> dict:
+    report = json.loads(running["ticketflow"]("status", "--topology", "ha", "--json").stdout)
+    assert all(d["state"] == "up" for d in report["daemons"].values()), report["daemons"]
+    assert report["cluster"]["problems"] == [], report["cluster"]["problems"]
+    return report["daemons"]
+
+
+def test_lb_replica_drill_costs_at_most_one_retried_write_per_killed_replica_and_loses_nothing(running):
+    before = every_replica_up(running)
+    report = drill(running, "lb-replica")
+
+    assert_clean(report)
+    victims = report["victims"]
+    assert [v["name"].rsplit("-", 1)[0] for v in victims] == ["reservation", "billing"], victims
+    for v in victims:
+        assert v["restarted"] and v["up_in_haproxy_s"] is not None, v  # restarted and UP in HAProxy again
+        assert v["failed_writes"] <= 1 and v["failed_then_retried_ok"] == v["failed_writes"], v
+    assert report["writes"]["failed"] + report["writes"]["unknown"] <= len(victims), report["errors"]
+    after = every_replica_up(running)
+    for v in victims:
+        assert after[v["name"]]["restarts"] == before[v["name"]]["restarts"] + 1, (v["name"], after)
+        assert after[v["name"]]["pid"] != v["pid"]
+
+
+def test_kill_drill_restarts_a_killed_daemon_and_loses_nothing(running):
+    before = every_replica_up(running)
+    report = drill(running, "kill", "bridge")
+
+    assert_clean(report)
+    [victim] = report["victims"]
+    assert victim["name"] == "bridge" and victim["restarted"] and victim["serving_again_s"] is not None, victim
+    after = every_replica_up(running)
+    assert after["bridge"]["restarts"] == before["bridge"]["restarts"] + 1 and after["bridge"]["pid"] != victim["pid"]

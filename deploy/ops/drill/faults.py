@@ -5,9 +5,10 @@ show the system noticed and recovered (recording when each was first seen on ``c
 what it broke (a killed Patroni node is restarted and must rejoin as a replica). Everything blocking
 (Patroni's REST API, HAProxy's stats, pid files) runs in a thread so the drill's load keeps going.
 
-The targets are small interfaces, not the registries behind them: a daemon is a pid file and a
-``/ready`` URL; a load-balanced replica is a pid file and the HAProxy backend that routes to it. The
-restarting supervisor (``ticketflow run all``) restarts what the daemon faults kill.
+The daemon faults read the one list of daemon processes, ``deploy.ops.daemons.replicas`` (name, port,
+pid file): a killed process is found by its pid file and watched on its own ``/ready``; a load-balanced
+replica also on the HAProxy backend that routes to it. The restarting supervisor (``ticketflow run all``)
+restarts what they kill.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy.ops.daemons import Replica
 from deploy.ops.stack import process
 from deploy.ops.stack.topology import HATopology, report_problems
 
@@ -36,23 +38,6 @@ class DrillRefused(RuntimeError):
     """The drill will not run: the stack is not one it recognises, or not healthy to begin with."""
 
 
-@dataclass(frozen=True)
-class DaemonTarget:
-    name: str
-    pidfile: Path
-    ready_url: str
-
-
-@dataclass(frozen=True)
-class Replica:
-    """One load-balanced daemon replica: SIGKILL the pid in ``pidfile``, watch ``proxy/server`` in HAProxy."""
-
-    daemon: str  # reservation | billing
-    pidfile: Path
-    proxy: str  # the HAProxy frontend/backend (listen section) name
-    server: str  # the server line's name in it
-
-
 @dataclass
 class Target:
     """What a drill drives and checks: the public URLs, a service token, the HA topology, the daemons."""
@@ -61,9 +46,12 @@ class Target:
     token: str
     env: dict[str, str]  # the daemons' settings: stores and broker, for link lag
     topology: HATopology | None = None
-    daemons: dict[str, DaemonTarget] = field(default_factory=dict)
-    replicas: list[Replica] = field(default_factory=list)
+    replicas: list[Replica] = field(default_factory=list)  # every daemon process: ``daemons.replicas``
+    pids: Path = Path(".")  # where ``run all`` keeps their pid files (``<name>.pid``)
     supervised: bool = False  # a `run all` supervisor restarts killed daemons
+
+    def pidfile(self, replica: Replica) -> Path:
+        return replica.pidfile(self.pids)
 
 
 class Clock:
@@ -283,68 +271,127 @@ class PgReplicaLoss(Fault):
 
 
 class KillDaemon(Fault):
+    """SIGKILL one daemon process (a replica's name, or a daemon's: its first replica); the supervisor
+    restarts it. Measured: when it serves its own ``/ready`` again, and behind HAProxy when it is UP there."""
+
     needs_ha = False
 
     def __init__(self, daemon: str) -> None:
         self.daemon = daemon
         self.name, self.what = f"kill {daemon}", f"SIGKILL the {daemon} daemon; the supervisor restarts it"
 
+    def victim(self, target: Target) -> Replica | None:
+        named = [r for r in target.replicas if r.name == self.daemon] or \
+            [r for r in target.replicas if r.daemon == self.daemon]
+        return named[0] if named else None
+
     def check(self, target: Target) -> None:
-        spec = target.daemons.get(self.daemon)
-        if spec is None or process.running_pid(spec.pidfile) is None:
-            raise DrillRefused(f"no running {self.daemon} recorded in a pid file (start the daemons with "
-                               "`ticketflow run all`)")
+        victim = self.victim(target)
+        if victim is None or process.running_pid(target.pidfile(victim)) is None:
+            names = ", ".join(r.name for r in target.replicas) or "none"
+            raise DrillRefused(f"no running {self.daemon} recorded in a pid file (daemons of this topology: "
+                               f"{names}; start them with `ticketflow run all`)")
         if not target.supervised:
             raise DrillRefused("no `ticketflow run all` supervisor is running: nothing would restart the daemon")
 
     async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
-        spec = target.daemons[self.daemon]
-        return await kill_and_wait(spec.pidfile, lambda: ready(spec.ready_url), clock, self.daemon)
+        victim = self.victim(target)
+        # A replica behind HAProxy (under --topology ha) is also watched there: out, then UP again.
+        backend = next(((proxy, server) for r, proxy, server in behind_haproxy(target) if r == victim), None)
+        facts = await kill_and_wait(target, victim, clock, backend if target.topology is not None else None)
+        if f"{victim.name}_respawned" in clock.marks:  # the supervisor noticed and started a new process
+            clock.marks.setdefault("detect", clock.marks[f"{victim.name}_respawned"])
+        return {"victims": [facts]}
 
 
-async def kill_and_wait(pidfile: Path, serving: Callable[[], bool], clock: Clock, label: str) -> dict[str, Any]:
-    """SIGKILL the pid in ``pidfile``; wait until a new process serves again (``serving``)."""
+def behind_haproxy(target: Target) -> list[tuple[Replica, str, str]]:
+    """(replica, HAProxy proxy, server) of every daemon with several replicas: its frontend is a ``listen``
+    section named after the daemon whose servers are ``<daemon><n>``, n counting the replicas in order
+    (``deploy/ops/stack/haproxy.py`` renders them from the same ``ha_ports`` list ``daemons.replicas`` reads)."""
+    by_daemon: dict[str, list[Replica]] = {}
+    for replica in target.replicas:
+        by_daemon.setdefault(replica.daemon, []).append(replica)
+    return [(r, daemon, f"{daemon}{n}") for daemon, group in by_daemon.items() if len(group) > 1
+            for n, r in enumerate(group, 1)]
+
+
+def _ready_checks(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url + "/ready", timeout=2) as response:
+            return json.loads(response.read()).get("checks", {})
+    except (OSError, ValueError):
+        return {}
+
+
+async def kill_and_wait(target: Target, victim: Replica, clock: Clock, backend: tuple[str, str] | None = None,
+                        timeout: float = 60.0) -> dict[str, Any]:
+    """SIGKILL ``victim``; wait until the supervisor's new process serves its own ``/ready`` again and, behind
+    HAProxy (``backend`` = proxy, server), until HAProxy has it UP. Milestones ``<name>_...`` on ``clock``."""
+    name, pidfile = victim.name, target.pidfile(victim)
     pid = process.running_pid(pidfile)
+    killed_at = clock.now()
     _sigkill(pid)
-    await clock.wait_for(f"{label}_down", lambda: not serving(), 10)
-    back = await clock.wait_for(f"{label}_serving_again", lambda: process.running_pid(pidfile) not in (None, pid)
-                                and serving(), 60)
-    return {f"{label}_pid": pid, f"{label}_restarted": back}
+    respawned, serving, down, up = (f"{name}_respawned", f"{name}_serving_again", f"{name}_down_in_haproxy",
+                                    f"{name}_up_in_haproxy")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(process.running_pid, pidfile) not in (None, pid):
+            clock.mark(respawned)
+        if respawned in clock.marks and await asyncio.to_thread(ready, victim.url + "/ready", 1.0):
+            clock.mark(serving)
+        if backend is not None:
+            try:
+                status = await asyncio.to_thread(backend_status, target.topology, *backend) or ""
+            except OSError:
+                status = ""
+            if not status.startswith("UP"):  # HAProxy no longer routes to it ("DOWN", "DOWN 1/2", ...)
+                clock.mark(down)
+            elif status == "UP" and serving in clock.marks:
+                clock.mark(up)
+        if serving in clock.marks and (backend is None or up in clock.marks):
+            break
+        await asyncio.sleep(0.05)
+
+    def since_kill(mark: str) -> float | None:
+        return round(clock.marks[mark] - killed_at, 3) if mark in clock.marks else None
+
+    facts = {"name": name, "pid": pid, "killed_at_s": round(killed_at, 3), "restarted": serving in clock.marks,
+             "serving_again_s": since_kill(serving)}
+    if backend is not None:
+        facts.update(haproxy=f"{backend[0]}/{backend[1]}", down_in_haproxy_s=since_kill(down),
+                     up_in_haproxy_s=since_kill(up))
+    return facts
 
 
 class LbReplica(Fault):
     name, what = "lb-replica", "SIGKILL one reservation replica, then one billing replica, behind HAProxy"
 
     def check(self, target: Target) -> None:
-        daemons = {r.daemon for r in target.replicas}
+        daemons = {r.daemon for r, _, _ in behind_haproxy(target)}
         if not {"reservation", "billing"} <= daemons:
             raise DrillRefused("no reservation and billing replicas behind HAProxy are registered (run "
                                "`ticketflow run all --topology ha` with replicas)")
         if not target.supervised:
             raise DrillRefused("no `ticketflow run all` supervisor is running: nothing would restart the replica")
+        down = [r.name for r, _, _ in behind_haproxy(target) if process.running_pid(target.pidfile(r)) is None]
+        if down:
+            raise DrillRefused(f"replicas not running: {', '.join(down)}")
 
     async def run(self, target: Target, clock: Clock) -> dict[str, Any]:
-        topo = target.topology
-        facts: dict[str, Any] = {}
+        victims = []
         for daemon in ("reservation", "billing"):
-            replica = next(r for r in target.replicas if r.daemon == daemon)
-            if daemon == "reservation":
-                clock.mark("detect_from")
-            facts.update(await kill_and_wait(
-                replica.pidfile, lambda r=replica: backend_status(topo, r.proxy, r.server) == "UP", clock,
-                replica.server))
-            clock.marks.setdefault("detect", clock.marks.get(f"{replica.server}_down", 0.0))
-        return facts
-
-
-def replicas_from_haproxy(topology: HATopology, pid_dir: Path) -> list[Replica]:
-    """Daemon replicas behind HAProxy's HTTP frontends, each with its pid file ``<pid_dir>/<server>.pid``."""
-    try:
-        backends = topology.proxy.backends()
-    except OSError:
-        return []
-    return [Replica(b["proxy"], pid_dir / f"{b['server']}.pid", b["proxy"], b["server"])
-            for b in backends if not b["proxy"].startswith("postgres_") and b["proxy"] in ("reservation", "billing")]
+            group = [(r, proxy, server) for r, proxy, server in behind_haproxy(target) if r.daemon == daemon]
+            # The replica whose relay is active, if one is: its kill also hands the outbox relay over.
+            checks = {r.name: await asyncio.to_thread(_ready_checks, r.url) for r, _, _ in group}
+            replica, proxy, server = next((g for g in group if checks[g[0].name].get("relay") == "active"), group[0])
+            facts = await kill_and_wait(target, replica, clock, (proxy, server))
+            facts["relay_was_active"] = checks[replica.name].get("relay") == "active"
+            victims.append(facts)
+            seen = [clock.marks[m] for m in (f"{replica.name}_down_in_haproxy", f"{replica.name}_respawned")
+                    if m in clock.marks]
+            if seen:  # HAProxy took it out or (sooner, within HAProxy's two failed checks) the supervisor replaced it
+                clock.marks.setdefault("detect", min(seen))
+        return {"victims": victims}
 
 
 FAULTS: dict[str, Callable[[], Fault]] = {

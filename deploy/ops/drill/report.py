@@ -35,6 +35,11 @@ def render(report: dict[str, Any]) -> str:
         f"  recovery                 {_s(report['recovery_s'])}   (until every component was healthy again)",
         "  milestones               " + (", ".join(f"{k} {v:.2f} s" for k, v in report["milestones_s"].items())
                                          or "-"),
+        *(f"  killed {v['name']:<17} serving again {_s(v['serving_again_s'])}"
+          + (f", HAProxy {v['haproxy']} down {_s(v['down_in_haproxy_s'])}, UP {_s(v['up_in_haproxy_s'])}"
+             if "haproxy" in v else "")
+          + f"; {v['failed_writes']} failed writes ({v['failed_then_retried_ok']} ok on the retry)"
+          for v in report.get("victims", [])),
         "  errors clients saw       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
         "  audit                    "
         f"{a['acknowledged_purchases']} purchases acknowledged ({a['acknowledged_holds']} holds): "

@@ -113,9 +113,28 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
         "milestones_s": clock.marks, "facts": facts,
         "errors": dict(sorted(errors.items())),
         "audit": audit(purchases, final),
+        **({"victims": per_victim(facts["victims"], ops, fault_at)} if "victims" in facts else {}),
         "all_sales_finalized": settled, "links_drained": drained,
         "healthy_after": not after, "problems_after": after,
     }
+
+
+def per_victim(victims: list[dict[str, Any]], ops: list[dict[str, Any]], fault_at: float) -> list[dict[str, Any]]:
+    """Each killed process's facts with the writes clients saw fail meanwhile: every write that failed or got
+    no answer after the fault counts against the last process killed before it ended; ``retried_ok`` says
+    whether the same purchase's next attempt of that write succeeded (the one retry a client makes)."""
+    out = [{**v, "failed_writes": 0, "failed_then_retried_ok": 0} for v in victims]
+    attempts = {(o["purchase"], o["kind"], o["attempt"]): o for o in ops}
+    for o in ops:
+        if o["outcome"] == "ok" or o["t1"] < fault_at:
+            continue
+        owner = [v for v in out if fault_at + v["killed_at_s"] <= o["t1"]]
+        if not owner:
+            continue
+        owner[-1]["failed_writes"] += 1
+        retry = attempts.get((o["purchase"], o["kind"], o["attempt"] + 1))
+        owner[-1]["failed_then_retried_ok"] += bool(retry and retry["outcome"] == "ok")
+    return out
 
 
 async def _healthy(target: Target, drained: bool = False) -> bool:
