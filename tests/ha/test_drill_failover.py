@@ -54,8 +54,19 @@ def private_ha(tmp_path, monkeypatch):
         yield ha()
     finally:
         ticketflow("down")
+        keep_node_logs(directory, tmp_path / "node-logs")
         for link in directory.glob("*/private"):
             shutil.rmtree(link.resolve().parent, ignore_errors=True)
+
+
+def keep_node_logs(directory, into) -> None:
+    """Patroni's and PostgreSQL's logs of every node, kept under the test's tmp_path (pytest keeps the last
+    runs' directories) for building a failover's timeline; the stack's own directory is removed."""
+    for node in sorted(directory.glob("pg*")):
+        for log in [node / "server.log", *(node / "private" / "log").glob("*.log")]:
+            with contextlib.suppress(OSError):
+                (into / node.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(log, into / node.name / log.name)
 
 
 async def create_database(topology, name: str) -> str:
@@ -141,3 +152,42 @@ async def test_pg_replica_loss_drill_keeps_writing_through_another_sync_standby(
 
         assert_clean(report)
         assert report["facts"]["victim"] == sync and report["facts"]["rejoined"], report["facts"]
+
+
+def render_pre_promote(tmp_path, port: int, user: str, password: str, slots: list[str]):
+    from deploy.ops.stack import conf
+    from deploy.ops.stack.postgres import _bindir
+
+    passfile, script = tmp_path / "pgpass", tmp_path / "pre-promote.sh"
+    conf.write(passfile, f"127.0.0.1:{port}:*:{user}:{password}\n")
+    conf.write(script, conf.render("patroni-pre-promote.sh", PGPASSFILE=passfile, PSQL=_bindir() / "psql",
+                                   PG_PORT=port, SUPERUSER=user, SLOTS=",".join(f"'{s}'" for s in slots)),
+               mode=0o700)
+    return script
+
+
+async def test_the_pre_promote_hook_creates_the_standbys_slots_and_never_blocks_a_promotion(tmp_path):
+    """The hook Patroni runs before promoting: the other members' physical slots exist afterwards (so standbys
+    stream from the new primary at once), an existing one is kept, and a failure still exits 0 (a non-zero exit
+    would make Patroni give up the leader lock)."""
+    from urllib.parse import urlsplit
+
+    dsn = urlsplit(stack_env()["TICKETFLOW_PG_DSN"])
+    slots = [f"tf_hook_{uuid.uuid4().hex[:8]}_{i}" for i in range(2)]
+    admin = await asyncpg.connect(stack_env()["TICKETFLOW_PG_DSN"])
+    try:
+        await admin.execute("SELECT pg_create_physical_replication_slot($1)", slots[0])  # already there: kept
+        script = render_pre_promote(tmp_path, dsn.port, dsn.username, dsn.password, slots)
+        done = subprocess.run(["/bin/sh", str(script)], capture_output=True, timeout=10)
+        assert done.returncode == 0, done
+        found = await admin.fetch("SELECT slot_name, slot_type FROM pg_replication_slots "
+                                  "WHERE slot_name = ANY($1::text[])", slots)
+        assert sorted((r["slot_name"], r["slot_type"]) for r in found) == sorted((s, "physical") for s in slots)
+
+        unreachable = render_pre_promote(tmp_path / "down", free_port(), dsn.username, dsn.password, ["x"])
+        assert subprocess.run(["/bin/sh", str(unreachable)], timeout=10).returncode == 0
+    finally:
+        for slot in slots:
+            await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                                "WHERE slot_name = $1", slot)
+        await admin.close()

@@ -40,11 +40,12 @@ def test_patroni_config_keeps_the_measured_safety_settings():
     text = render(
         "patroni.yml", SCOPE="s", NODE_NAME="pg1", REST_PORT=1, ETCD_HOSTS="127.0.0.1:2", PG_PORT=3,
         DATA_DIR="/d/data", BIN_DIR="/b", PGPASS="/d/pgpass", LOG_DIR="/d/log", SUPERUSER="u",
-        SUPERUSER_PASSWORD="p", REPLICATION_USER="r", REPLICATION_PASSWORD="p")
+        SUPERUSER_PASSWORD="p", REPLICATION_USER="r", REPLICATION_PASSWORD="p", PRE_PROMOTE="/d/pre-promote.sh")
     settings = {key.strip(): value.strip() for key, _, value in
                 (line.partition(":") for line in text.splitlines() if not line.lstrip().startswith("#"))}
     assert settings["synchronous_mode"] == "true" and settings["synchronous_mode_strict"] == "true"
     assert settings["primary_start_timeout"] == "0"
+    assert settings["pre_promote"] == "/d/pre-promote.sh"  # standbys' slots exist before a promotion
     assert "etcd3" in settings and "etcd" not in settings  # the etcd3 API, not v2
     assert settings["logging_collector"] == '"on"'
     assert not Path(settings["log_directory"]).is_relative_to(settings["data_dir"])  # pg_rewind overwrites data

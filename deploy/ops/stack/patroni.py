@@ -42,6 +42,10 @@ def rest(port: int, path: str, method: str = "GET", timeout: float = 2.0) -> tup
             return exc.code, {}
 
 
+def _pgpass_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
 class PatroniNode(Server):
     packages = {"patroni": [PATRONI]}
     run_as = "postgres"
@@ -66,6 +70,10 @@ class PatroniNode(Server):
     def config(self) -> Path:
         return self.home / "patroni.yml"
 
+    @property
+    def pre_promote(self) -> Path:
+        return self.home / "pre-promote.sh"
+
     def initialized(self) -> bool:
         return self.config.exists()
 
@@ -83,7 +91,23 @@ class PatroniNode(Server):
             PG_PORT=self.pg_port, DATA_DIR=self.data, BIN_DIR=_bindir(), PGPASS=self.home / "pgpass",
             LOG_DIR=log_dir, SUPERUSER=s.user, SUPERUSER_PASSWORD=s.password,
             REPLICATION_USER=REPLICATION_USER, REPLICATION_PASSWORD=s.password,
+            PRE_PROMOTE=self.pre_promote,
         ), owner=self.run_as)
+        self.render_pre_promote()
+
+    def render_pre_promote(self) -> None:
+        """The pre_promote hook that creates the other members' replication slots before this node promotes
+        (see deploy/conf/patroni-pre-promote.sh), with a pgpass of its own: Patroni rewrites its own."""
+        s, ha = self.settings, self.ha
+        passfile = self.home / "pre-promote.pgpass"
+        conf.write(passfile, f"127.0.0.1:{self.pg_port}:*:{_pgpass_escape(s.user)}:{_pgpass_escape(s.password)}\n",
+                   owner=self.run_as)
+        # Patroni names each member's slot after the member (names here are pg1..pgN: valid slot names).
+        slots = ",".join(f"'pg{i}'" for i in range(1, ha.nodes + 1) if i != self.index)
+        conf.write(self.pre_promote, conf.render(
+            "patroni-pre-promote.sh", PGPASSFILE=passfile, PSQL=Path(_bindir()) / "psql", PG_PORT=self.pg_port,
+            SUPERUSER=s.user, SLOTS=slots,
+        ), mode=0o700, owner=self.run_as)
 
     def command(self) -> tuple[list[str], dict[str, str] | None]:
         self.render()  # settings may have changed since the first start; Patroni reads the file at start
