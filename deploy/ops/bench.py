@@ -36,10 +36,10 @@ import aiohttp
 
 from deploy.ops import resources
 from deploy.ops.daemons import DAEMONS
+from deploy.ops.reports import publish
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env, operator_token
 from deploy.runtime.amqp import Names
-
 
 MAX_EVENT_SEATS = 100_000  # the reservation daemon refuses larger layouts (LAYOUT_TOO_LARGE)
 
@@ -296,10 +296,5 @@ def main(duration: float, concurrency: int, baseline: bool, json_path: str | Non
     except RuntimeError as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

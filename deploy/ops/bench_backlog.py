@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +46,8 @@ import aiomysql
 import asyncpg
 
 from deploy.ops.bench_sql import _with_database
+from deploy.ops.ports import free_port
+from deploy.ops.reports import publish
 from deploy.ops.stack.keys import Keys
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env, service_env
@@ -69,17 +69,6 @@ BULK_HOLD = ("SELECT count(*) FILTER (WHERE r.outcome = 'held')"
              "                                make_interval(secs => $4), NULL, NULL, NULL) AS r")
 
 
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (as the tests pick theirs)."""
-    for _ in range(1000):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port between 20000 and 32000")
 
 
 # --- throwaway databases ---------------------------------------------------------------
@@ -440,10 +429,5 @@ def main(events: int, json_path: str | None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

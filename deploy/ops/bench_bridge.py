@@ -24,11 +24,8 @@ Everything is removed afterwards, also on Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +39,8 @@ import aiohttp
 import uvloop
 
 from deploy.ops import resources
+from deploy.ops.ports import free_port
+from deploy.ops.reports import publish
 from deploy.ops.stack import process
 from deploy.ops.stack.rabbitmq import RABBIT_BIN
 from deploy.ops.stack.settings import stack_settings
@@ -56,17 +55,6 @@ BENCH_QUEUE = "bench.bridge"
 DEFAULT_WINDOW = 256
 
 
-def free_port() -> int:
-    """A loopback port below the kernel's ephemeral range that nobody listens on now."""
-    for _ in range(1000):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port between 20000 and 32000")
 
 
 def payment(i: int) -> dict[str, Any]:
@@ -364,12 +352,7 @@ def main(events: int, json_path: str | None) -> int:
     except RuntimeError as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0
 
 

@@ -33,6 +33,7 @@ import aiomysql
 
 from billing_daemon.store import BillingStore
 from billing_daemon.store.outbox import OUT_STREAM, Outbox
+from deploy.ops.reports import publish
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env
 from deploy.runtime import events
@@ -211,10 +212,5 @@ def main(seconds: float, clients: list[int], json_path: str | None) -> int:
     except (RuntimeError, OSError, pymysql.err.MySQLError) as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

@@ -13,13 +13,13 @@ lost to the summary.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from deploy.ops import bench, bench_backlog, bench_bridge, bench_http, bench_open, bench_sql
+from deploy.ops.reports import publish
 from deploy.ops.resources import RSS_LIMIT_MB
 
 
@@ -146,8 +146,5 @@ def render(report: dict[str, Any]) -> str:
 
 def main(seconds: float, backlog_events: int, bridge_events: int, seats: int, json_path: str | None) -> int:
     report = asyncio.run(run(seconds, backlog_events, bridge_events, seats))
-    print(render(report))
-    if json_path:
-        with open(json_path, "w") as out:
-            json.dump(report, out, indent=2)
+    publish(report, render(report), json_path)
     return 0

@@ -36,6 +36,7 @@ import asyncpg
 
 from deploy.ops.bench import _baseline, _bench_seats, _ready, _session, percentiles
 from deploy.ops.daemons import BY_NAME, DAEMONS
+from deploy.ops.reports import publish
 from deploy.ops.stack import process
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_dirs, daemon_env, operator_token
@@ -180,7 +181,9 @@ async def run(duration: float, concurrency: int, baseline: bool) -> dict[str, An
 
     conns = [await asyncpg.connect(env["TICKETFLOW_PG_DSN"], server_settings={"timezone": "UTC"})
              for _ in range(concurrency)]
-    from deploy.runtime.pg import _init_connection  # the daemon's json codecs: the same work per row
+    from deploy.runtime.pg import (
+        _init_connection,  # the daemon's json codecs: the same work per row
+    )
 
     for conn in conns:
         await _init_connection(conn)
@@ -251,10 +254,5 @@ def main(duration: float, concurrency: int, baseline: bool, json_path: str | Non
     except (RuntimeError, OSError, asyncpg.PostgresError) as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

@@ -31,6 +31,7 @@ from deploy.ops import resources
 from deploy.ops.bench import _baseline, _bench_seats, _ready, _session, percentiles
 from deploy.ops.bench_http import RawHttp
 from deploy.ops.daemons import BY_NAME, DAEMONS
+from deploy.ops.reports import publish
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env, operator_token
 
@@ -183,10 +184,5 @@ def main(rate: float, duration: float, baseline: bool, json_path: str | None) ->
     except (RuntimeError, ValueError) as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import glob
-import json
 import os
 import re
 import shutil
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from deploy.ops.reports import publish
 from deploy.ops.stack.settings import stack_settings
 from deploy.ops.supervisor import daemon_env
 
@@ -233,10 +233,5 @@ def main(seconds: float, clients: list[int], seats: int, json_path: str | None) 
     except (RuntimeError, OSError, asyncpg.PostgresError) as exc:
         print(f"ticketflow bench: {exc}")
         return 1
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from deploy.ops.reports import publish
 
 
 def _s(value: Any) -> str:
@@ -47,7 +48,7 @@ def render(report: dict[str, Any]) -> str:
         "  unknown outcomes         "
         f"holds {unknown['holds']['applied']} applied / {unknown['holds']['not_applied']} not; "
         f"payments {unknown['payments']['applied']} applied / {unknown['payments']['not_applied']} not",
-        f"  stack afterwards         " + ("healthy" if report["healthy_after"]
+        "  stack afterwards         " + ("healthy" if report["healthy_after"]
                                           else "UNHEALTHY: " + "; ".join(report["problems_after"])),
     ]
     return "\n".join(lines)
@@ -61,9 +62,4 @@ def passed(report: dict[str, Any]) -> bool:
 
 
 def emit(report: dict[str, Any], json_path: str | None) -> None:
-    print(render(report))
-    print()
-    print(json.dumps(report))
-    if json_path:
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=2)
+    publish(report, render(report), json_path)
