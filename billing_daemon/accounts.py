@@ -11,6 +11,7 @@ token expires (``TICKETFLOW_TOKEN_TTL_SECONDS``).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import aiomysql
@@ -23,8 +24,15 @@ from deploy.runtime.mysql import MariaDB, execute, fetchall, fetchone, fetchval
 from deploy.runtime.times import naive_utc
 
 _hasher = PasswordHasher()  # argon2id with the library's recommended parameters (RFC 9106, low-memory profile)
-# Verified when the e-mail is unknown, so a login takes as long whether or not the account exists.
-_DUMMY_HASH = _hasher.hash("no such account: timing equaliser")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the e-mail is unknown, so a login takes as long whether or not the account exists.
+    Made on the first such login (in its worker thread), not at import: a hash costs tens of
+    milliseconds of CPU that every daemon start would otherwise pay before it serves anything."""
+    return _hasher.hash("no such account: timing equaliser")
+
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
@@ -37,7 +45,7 @@ async def hash_password(password: str) -> str:
 async def verify_password(stored_hash: str | None, password: str) -> bool:
     def check() -> bool:
         try:
-            return _hasher.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+            return _hasher.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
         except (VerificationError, InvalidHashError, UnicodeEncodeError):  # a lone surrogate is no password
             return False
 

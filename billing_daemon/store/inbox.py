@@ -7,7 +7,9 @@ import json
 from collections.abc import Sequence
 
 import aiomysql
+import pymysql
 import structlog
+from pymysql.constants.ER import DUP_ENTRY as ER_DUP_ENTRY
 
 from billing_daemon.rules import Release, release_decision
 from deploy.runtime import events as contract  # not "events": the batch is called that
@@ -92,6 +94,22 @@ class Inbox:
                 # refuse, and the reconnect's welcome starts the sender at the right place.
                 raise StreamGap(f"{stream}: applied up to {position}, batch starts at {batch[0].seq}")
             ids = [e.id for e in batch]
+            if len(set(ids)) == len(ids):
+                # Almost always no event of the batch was applied before: its seqs are past the
+                # position, and an id comes back at a new seq only when a producer re-emits one
+                # or a position was moved back. So apply the batch as all new, with a savepoint
+                # before: inbox_events' primary key refuses an applied id when the batch's rows
+                # are inserted, and then (only then) the batch is decided again with the lookup.
+                await execute(conn, "SAVEPOINT unseen")
+                try:
+                    await self._apply_fresh(conn, stream, batch)
+                except pymysql.err.IntegrityError as exc:
+                    if exc.args[0] != ER_DUP_ENTRY:
+                        raise
+                    await execute(conn, "ROLLBACK TO SAVEPOINT unseen")
+                else:
+                    await self._advance(conn, stream, batch[-1].seq)
+                    return
             known = {r["event_id"] for r in await fetchall(
                 conn, f"SELECT event_id FROM inbox_events WHERE event_id IN ({_marks(ids)})", ids)}
             fresh = []
@@ -99,21 +117,26 @@ class Inbox:
                 if e.id not in known:  # also a second copy of an id within the batch: first one wins
                     known.add(e.id)
                     fresh.append(e)
-            payloads, outcomes = _read(stream, fresh)
-            outcomes.update(await self._open_orders(conn, [
-                (e.id, payloads[e.id]) for e in fresh if isinstance(payloads.get(e.id), contract.ReservationCreated)]))
-            outcomes.update(await self._cancel_orders(conn, [
-                (e.id, p.reservation_id) for e in fresh
-                if isinstance(p := payloads.get(e.id), (contract.ReservationCancelled, contract.ReservationExpired))]))
-            for e in fresh:
-                outcomes.setdefault(e.id, "noted")
-            await _insert_rows(conn, "INSERT INTO inbox_events (event_id, stream, seq, type, outcome, received_at)"
-                                     " VALUES ", "(%s, %s, %s, %s, %s, NOW(6))",
-                               [(e.id, stream, e.seq, e.type, outcomes[e.id]) for e in fresh])
-            await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s",
-                          (batch[-1].seq, stream))
+            await self._apply_fresh(conn, stream, fresh)
+            await self._advance(conn, stream, batch[-1].seq)
 
         await self.db.transaction(apply, idempotent=False)
+
+    async def _apply_fresh(self, conn: aiomysql.Connection, stream: str, fresh: Sequence[Event]) -> None:
+        """The effects of events none of which was applied before, and their inbox_events rows."""
+        payloads, outcomes = _read(stream, fresh)
+        outcomes.update(await self._open_orders(conn, [
+            (e.id, payloads[e.id]) for e in fresh if isinstance(payloads.get(e.id), contract.ReservationCreated)]))
+        outcomes.update(await self._cancel_orders(conn, [
+            (e.id, p.reservation_id) for e in fresh
+            if isinstance(p := payloads.get(e.id), (contract.ReservationCancelled, contract.ReservationExpired))]))
+        await _insert_rows(conn, "INSERT INTO inbox_events (event_id, stream, seq, type, outcome, received_at)"
+                                 " VALUES ", "(%s, %s, %s, %s, %s, NOW(6))",
+                           [(e.id, stream, e.seq, e.type, outcomes.get(e.id, "noted")) for e in fresh])
+
+    @staticmethod
+    async def _advance(conn: aiomysql.Connection, stream: str, to: int) -> None:
+        await execute(conn, "UPDATE stream_positions SET position = %s WHERE stream = %s", (to, stream))
 
     @staticmethod
     async def _open_orders(conn: aiomysql.Connection, created: list[tuple[str, contract.ReservationCreated]],
@@ -128,7 +151,14 @@ class Inbox:
         if not created:
             return outcomes
         # Holds released before their order arrived (release_check answered for an unknown
-        # order): the order opens cancelled, so no payment can ever start on it.
+        # order): the order opens cancelled, so no payment can ever start on it. Locking reads
+        # (a release being decided right now is waited for). The table is empty almost always:
+        # one probe tells that, instead of a lookup that locks a gap per order of the batch. In an
+        # empty table the probe locks what that lookup locks (the end of the index), so a
+        # release_check inserting meanwhile waits for this commit either way and then finds the
+        # order.
+        if await fetchval(conn, "SELECT 1 FROM released_holds LIMIT 1 FOR UPDATE") is None:
+            return outcomes
         ids = [r.id for _, r in created]
         released = {r["order_id"] for r in await fetchall(
             conn, f"SELECT order_id FROM released_holds WHERE order_id IN ({_marks(ids)}) FOR UPDATE", ids)}
