@@ -100,14 +100,16 @@ class PatroniNode(Server):
         etcd_hosts = ",".join(f"127.0.0.1:{ha.etcd_client_port + i}" for i in range(ha.nodes))
         log_dir = self.private_dir("log")
         self.private_dir("data")  # 0700, owned by postgres: initdb and pg_basebackup accept it empty
-        conf.write(self.config, conf.render(
+        rendered = conf.render(
             "patroni.yml", SCOPE=ha.scope, NODE_NAME=self.name, REST_PORT=self.rest_port, ETCD_HOSTS=etcd_hosts,
             PG_PORT=self.pg_port, DATA_DIR=self.data, BIN_DIR=_bindir(), PGPASS=self.home / "pgpass",
             LOG_DIR=log_dir, SUPERUSER=s.user, SUPERUSER_PASSWORD=s.password,
             REPLICATION_USER=REPLICATION_USER, REPLICATION_PASSWORD=s.password,
-            PRE_PROMOTE=self.pre_promote, LOG_LEVEL=_log_level(),
-            PG_LOG_LEVEL="log" if _log_level() in ("DEBUG", "INFO") else "warning",
-        ), owner=self.run_as)
+            PRE_PROMOTE=self.pre_promote,
+        )
+        if _log_level() in ("DEBUG", "INFO"):  # PostgreSQL's LOG lines too (streaming started, promote, ...)
+            rendered = rendered.replace("log_min_messages: warning", "log_min_messages: log")
+        conf.write(self.config, rendered, owner=self.run_as)
         self.render_pre_promote()
         # Patroni's main with two of 3.0.2's fixed sleeps in a planned switchover cut short (see the file).
         conf.write(self.launcher, (conf.CONF_DIR / "patroni-launch.py").read_text(), mode=0o644, owner=self.run_as)
@@ -131,6 +133,7 @@ class PatroniNode(Server):
         # No PG* variables of the operator's shell may steer Patroni's own connections.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PATRONI_"))}
         env["HOME"] = str(self.home)
+        env["PATRONI_LOG_LEVEL"] = _log_level()  # overrides log.level of patroni.yml
         return [PYTHON, str(self.launcher), str(self.config)], env
 
     async def probe(self) -> None:
