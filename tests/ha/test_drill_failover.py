@@ -191,3 +191,52 @@ async def test_the_pre_promote_hook_creates_the_standbys_slots_and_never_blocks_
             await admin.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
                                 "WHERE slot_name = $1", slot)
         await admin.close()
+
+
+LAUNCHER_CHECK = r"""
+import runpy, sys, types
+launcher = runpy.run_path(sys.argv[1])  # not __main__: defines patch() and main() without starting Patroni
+assert launcher["patch"]() is None, "the launcher did not patch this Patroni"
+from patroni import ha, postgresql
+assert postgresql.STOP_POLLING_INTERVAL == 0.1, postgresql.STOP_POLLING_INTERVAL
+
+
+class Dcs:
+    def __init__(self, leader_after):
+        self.polls, self.leader_after = 0, leader_after
+
+    def get_cluster(self):
+        self.polls += 1
+        return types.SimpleNamespace(leader="pg1" if self.polls >= self.leader_after else None)
+
+
+def not_the_candidate(dcs):
+    # The path of a standby that is not a manual switchover's candidate and finds no leader key.
+    node = types.SimpleNamespace(
+        dcs=dcs, cluster=types.SimpleNamespace(failover=True), patroni=types.SimpleNamespace(nofailover=False),
+        _rewind=types.SimpleNamespace(trigger_check_diverged_lsn=lambda: None),
+        is_healthiest_node=lambda: False, follow=lambda demoted, following: following)
+    return ha.Ha.process_unhealthy_cluster(node)
+
+
+soon = Dcs(leader_after=3)
+assert not_the_candidate(soon) == "following a different leader because i am not the healthiest node"
+never = Dcs(leader_after=10**6)
+not_the_candidate(never)
+print(soon.polls, never.polls)
+"""
+
+
+def test_the_patroni_launcher_polls_the_shutdown_often_and_follows_as_soon_as_a_leader_is_named(tmp_path):
+    """deploy/conf/patroni-launch.py under the Patroni the stack runs: the stop poll is 0.1 s, and a standby that
+    is not a switchover's candidate stops waiting for a new leader the moment the DCS names one (three polls
+    here), but still waits Patroni's full 2 s (about 40 polls of 0.05 s) while none is named."""
+    from deploy.ops.stack import conf
+    from deploy.ops.stack.patroni import PYTHON
+
+    done = subprocess.run([PYTHON, "-c", LAUNCHER_CHECK, str(conf.CONF_DIR / "patroni-launch.py")],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    soon, never = map(int, done.stdout.split())
+    assert soon == 3, done.stdout
+    assert never >= 20, done.stdout

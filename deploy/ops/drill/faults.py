@@ -234,12 +234,25 @@ class PgSwitchover(Fault):
         old = next(m["name"] for m in cluster if m.get("role") == "leader")
         candidate = next(m["name"] for m in cluster if m.get("role") in SYNC_ROLES)
         port = _node(topo, old).rest_port
-        status, answer = await asyncio.to_thread(_post_json, port, "/switchover",
-                                                 {"leader": old, "candidate": candidate})
+        # Patroni answers the POST only once the switchover is done (about 3 s): the milestones are watched
+        # meanwhile, so they say when things happened, not when the call returned.
+        request = asyncio.ensure_future(asyncio.to_thread(_post_json, port, "/switchover",
+                                                          {"leader": old, "candidate": candidate}))
+
+        async def watch(name: str, condition: Callable[[], bool], timeout: float) -> None:
+            waiting = asyncio.ensure_future(clock.wait_for(name, condition, timeout))
+            await asyncio.wait([request, waiting], return_when=asyncio.FIRST_COMPLETED)
+            if request.done() and request.result()[0] != 200:
+                waiting.cancel()
+                raise RuntimeError(f"Patroni refused the switchover: {request.result()[0]} {request.result()[1]}")
+            await waiting
+
+        await watch("detect", lambda: leader(topo) == candidate, 60)
+        await watch("rw_routed", lambda: backend_status(topo, "postgres_rw", candidate) == "UP", 30)
+        status, answer = await request
+        clock.mark("switchover_answered")
         if status != 200:
             raise RuntimeError(f"Patroni refused the switchover: {status} {answer}")
-        await clock.wait_for("detect", lambda: leader(topo) == candidate, 60)
-        await clock.wait_for("rw_routed", lambda: backend_status(topo, "postgres_rw", candidate) == "UP", 30)
         rejoin = await clock.wait_for("old_leader_rejoined", lambda: rejoined(topo, old), 120)
         return {"old_leader": old, "new_leader": candidate, "rejoined": rejoin}
 

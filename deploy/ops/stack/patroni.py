@@ -24,6 +24,7 @@ from deploy.ops.stack.server import Server, ensure_system_user
 from deploy.ops.stack.settings import HASettings, StackSettings
 
 PATRONI = "/usr/bin/patroni"
+PYTHON = "/usr/bin/python3"  # the interpreter of Debian's patroni package (/usr/bin/patroni's shebang)
 REPLICATION_USER = "replicator"
 
 
@@ -40,6 +41,15 @@ def rest(port: int, path: str, method: str = "GET", timeout: float = 2.0) -> tup
             return exc.code, json.loads(raw) if raw else {}
         except ValueError:
             return exc.code, {}
+
+
+def _log_level() -> str:
+    """Patroni's log level for this stack: WARNING, or TICKETFLOW_HA_PATRONI_LOG_LEVEL (DEBUG to see every step
+    of a switchover), read when a node's config is rendered (at each start)."""
+    level = os.environ.get("TICKETFLOW_HA_PATRONI_LOG_LEVEL", "WARNING").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError(f"TICKETFLOW_HA_PATRONI_LOG_LEVEL={level!r}: want DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
 
 
 def _pgpass_escape(value: str) -> str:
@@ -71,6 +81,10 @@ class PatroniNode(Server):
         return self.home / "patroni.yml"
 
     @property
+    def launcher(self) -> Path:
+        return self.home / "patroni-launch.py"
+
+    @property
     def pre_promote(self) -> Path:
         return self.home / "pre-promote.sh"
 
@@ -86,14 +100,19 @@ class PatroniNode(Server):
         etcd_hosts = ",".join(f"127.0.0.1:{ha.etcd_client_port + i}" for i in range(ha.nodes))
         log_dir = self.private_dir("log")
         self.private_dir("data")  # 0700, owned by postgres: initdb and pg_basebackup accept it empty
-        conf.write(self.config, conf.render(
+        rendered = conf.render(
             "patroni.yml", SCOPE=ha.scope, NODE_NAME=self.name, REST_PORT=self.rest_port, ETCD_HOSTS=etcd_hosts,
             PG_PORT=self.pg_port, DATA_DIR=self.data, BIN_DIR=_bindir(), PGPASS=self.home / "pgpass",
             LOG_DIR=log_dir, SUPERUSER=s.user, SUPERUSER_PASSWORD=s.password,
             REPLICATION_USER=REPLICATION_USER, REPLICATION_PASSWORD=s.password,
             PRE_PROMOTE=self.pre_promote,
-        ), owner=self.run_as)
+        )
+        if _log_level() in ("DEBUG", "INFO"):  # PostgreSQL's LOG lines too (streaming started, promote, ...)
+            rendered = rendered.replace("log_min_messages: warning", "log_min_messages: log")
+        conf.write(self.config, rendered, owner=self.run_as)
         self.render_pre_promote()
+        # Patroni's main with two of 3.0.2's fixed sleeps in a planned switchover cut short (see the file).
+        conf.write(self.launcher, (conf.CONF_DIR / "patroni-launch.py").read_text(), mode=0o644, owner=self.run_as)
 
     def render_pre_promote(self) -> None:
         """The pre_promote hook that creates the other members' replication slots before this node promotes
@@ -114,7 +133,8 @@ class PatroniNode(Server):
         # No PG* variables of the operator's shell may steer Patroni's own connections.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "PATRONI_"))}
         env["HOME"] = str(self.home)
-        return [PATRONI, str(self.config)], env
+        env["PATRONI_LOG_LEVEL"] = _log_level()  # overrides log.level of patroni.yml
+        return [PYTHON, str(self.launcher), str(self.config)], env
 
     async def probe(self) -> None:
         # 200 once PostgreSQL runs on this node (a replica answers 503 until its clone is done).
