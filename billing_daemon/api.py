@@ -220,6 +220,12 @@ async def event_orders(request: web.Request) -> web.Response:
 async def get_order(request: web.Request) -> web.Response:
     order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
     caller = await _visible_order(request, order_id)
+    if request.method == "HEAD":
+        # Is it there yet (a client waiting for an order polls this): one indexed lookup, no view.
+        # A caller other than a service was answered by _visible_order's lookup already.
+        if caller.is_service and not await request.app[DEPS].store.orders.exists(order_id):
+            raise ORDER_NOT_FOUND
+        return web.Response(status=200, content_type="application/json")
     order = await request.app[DEPS].store.orders.get_order(order_id)
     if order is None:
         raise ORDER_NOT_FOUND
@@ -235,10 +241,8 @@ async def pay(request: web.Request) -> web.Response:
     caller = await _visible_order(request, order_id)
     body = await read_json(request) if request.can_read_body else {}
     key = idempotency(request, body, required=True)
-    # Begin or resume the attempt, charge, record (billing_daemon.payments).
-    status, answer = response(await deps.payments.pay(order_id, key))
-    if status == 200:
-        await deps.accounts.record(caller, "pay", order_id)
+    # Begin or resume the attempt, charge, record and audit a 200 (billing_daemon.payments).
+    status, answer = response(await deps.payments.pay(order_id, key, actor=caller))
     return json_response(answer, status)
 
 

@@ -58,6 +58,8 @@ PATHS: dict[str, Any] = {
                       "properties": {"orders": {"type": "array", "items": ref("Order")}}}, "the user's orders"),
         "404": error("USER_NOT_FOUND"), "503": UNAVAILABLE}}},
     "/api/orders/{order_id}": {"get": {**access(BUYER, ORGANIZER, SERVICE, owner=True),
+                                       "description": "HEAD answers 200 or 404 from one lookup, without building"
+                                                      " the order's view: for a client waiting for an order to arrive.",
                                        "parameters": [path_uuid("order_id")], "responses": {
         "200": json_body(ref("Order"), "the order with its tickets and payment attempts"),
         "404": error("ORDER_NOT_FOUND"), "503": UNAVAILABLE}}},

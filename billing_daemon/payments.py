@@ -48,6 +48,7 @@ from billing_daemon.rules import Ok, abandoned
 from billing_daemon.store import Key, Replayed, Result, Settled
 from billing_daemon.store.payments import PaymentStore, process_lock_name
 from deploy.runtime.aio import within
+from deploy.runtime.auth import Principal
 from deploy.runtime.http import DependencyUnavailable
 from deploy.runtime.ids import uuid7
 from deploy.runtime.mysql import MariaDsn, connect_session, fetchval
@@ -147,8 +148,11 @@ class Payments:
 
     # --- a buyer's request ---------------------------------------------------------
 
-    async def pay(self, order_id: str, key: Key) -> Result:
-        """Begin (or resume) the attempt, charge it, record the answer."""
+    async def pay(self, order_id: str, key: Key, actor: Principal | None = None) -> Result:
+        """Begin (or resume) the attempt, charge it, record the answer.
+
+        ``actor`` (the caller): every 200 answer is audited, in the transaction that records
+        it (a replayed one in a transaction of its own)."""
         if not self.lock.held and not await self.lock.ensure():
             raise DependencyUnavailable("database unavailable; retry shortly")
         # Marked in flight before it exists, so this process's resolver never sees it abandoned.
@@ -157,12 +161,14 @@ class Payments:
             attempt = await self.store.begin(
                 order_id, key, self.settings.pay_margin, self.settings.resume_after, owner=self.owner,
                 in_flight=self.in_flight, attempt_id=new_id)
-            if not isinstance(attempt, dict):
-                return attempt  # answered now (refused, or this key's earlier answer)
+            if not isinstance(attempt, dict):  # answered now (refused, or this key's earlier answer)
+                if actor is not None and self._status(attempt) == 200:
+                    await self.store.audit(actor, "pay", order_id)
+                return attempt
             with self.in_flight.track(attempt["id"]):
                 result = await self._gateway("charge", self.gateway.charge(
                     attempt["id"], attempt["amount_minor"], attempt["currency"]))
-                return (await self.settle(attempt, result, key)).result
+                return (await self.settle(attempt, result, key, actor)).result
 
     async def refund(self, order_id: str, reason: str, actor: str | None = None) -> Ok:
         """Refund a paid order at the gateway, then record it (refund row, tickets void, event)."""
@@ -175,13 +181,13 @@ class Payments:
         return await self.store.refund(order_id, reason, actor, attempt=attempt, gateway_ref=gateway_ref)
 
     async def settle(self, attempt: dict[str, Any], result: ChargeResult | None,
-                      key: Key | None) -> Settled:
-        settled = await self.store.finish(attempt, result, key)
+                      key: Key | None, actor: Principal | None = None) -> Settled:
+        settled = await self.store.finish(attempt, result, key, actor=actor)
         if settled.refund_due:
             reference = await self._gateway("refund", self.gateway.refund(
                 attempt["id"], attempt["amount_minor"], attempt["currency"]))
             log.info("payment_refunded_automatically", payment_id=attempt["id"], order_id=attempt["order_id"])
-            settled = await self.store.finish(attempt, result, key, refund_ref=reference)
+            settled = await self.store.finish(attempt, result, key, refund_ref=reference, actor=actor)
         return settled
 
     async def _gateway(self, what: str, call):

@@ -44,16 +44,21 @@ class IdempotencyKeys:
         self.db = db
         self.respond = respond or _no_responses
 
-    async def claim(self, conn: aiomysql.Connection, key: Key) -> dict[str, Any] | None:
+    async def claim(self, conn: aiomysql.Connection, key: Key, attempt_id: str | None = None) -> dict[str, Any] | None:
         """Claim a key in the caller's transaction: None if it is ours now, else its row
         (``status`` 0: its request is still running).
+
+        ``attempt_id``: the payment attempt a newly claimed key waits on if the transaction
+        creates it (saves :meth:`wait_on`'s round trip); if it answers instead, :meth:`answer`
+        clears it, so no key ever names an attempt that does not exist.
 
         A concurrent claim of the same key waits on the row lock until the first
         transaction ends, then finds its row (or, if it rolled back, claims it).
         """
         scope, idem_key, request_hash = key
         claimed = await execute(conn, "INSERT IGNORE INTO idempotency_keys (scope, idem_key, request_hash, status,"
-                                      " created_at) VALUES (%s, %s, %s, 0, NOW(6))", (scope, idem_key, request_hash))
+                                      " attempt_id, created_at) VALUES (%s, %s, %s, 0, %s, NOW(6))",
+                                (scope, idem_key, request_hash, attempt_id))
         if claimed:
             return None
         prior = await fetchone(conn, "SELECT request_hash, status, body, attempt_id FROM idempotency_keys"
@@ -70,8 +75,8 @@ class IdempotencyKeys:
     async def answer(self, conn: aiomysql.Connection, key: Key, answer: Answer) -> Answer:
         """Record ``answer``'s response under ``key`` (claimed in this transaction); returns ``answer``."""
         status, body = self.respond(answer)
-        await execute(conn, "UPDATE idempotency_keys SET status = %s, body = %s WHERE scope = %s AND idem_key = %s",
-                      (status, json.dumps(body), key[0], key[1]))
+        await execute(conn, "UPDATE idempotency_keys SET status = %s, body = %s, attempt_id = NULL"
+                            " WHERE scope = %s AND idem_key = %s", (status, json.dumps(body), key[0], key[1]))
         return answer
 
     async def answer_waiting(self, conn: aiomysql.Connection, attempt_id: str, answer: Answer) -> None:

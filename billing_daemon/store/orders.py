@@ -23,9 +23,12 @@ _ITEMS = ("SELECT 't' AS k, id, seat_id AS a, seat_label AS b, code AS c, status
           " ORDER BY k, label, at")
 
 
-async def order_view(conn: aiomysql.Connection, order_id: str) -> dict[str, Any] | None:
-    """An order with its tickets, payment attempts and refunds, as the API shows it (None: no such order)."""
-    row = await fetchone(conn, "SELECT * FROM orders WHERE id = %s", (order_id,))
+async def order_view(conn: aiomysql.Connection, order_id: str, row: dict[str, Any] | None = None,
+                     ) -> dict[str, Any] | None:
+    """An order with its tickets, payment attempts and refunds, as the API shows it (None: no such order).
+
+    ``row``: the order's row when the caller has it as its own transaction wrote it (not read again)."""
+    row = row or await fetchone(conn, "SELECT * FROM orders WHERE id = %s", (order_id,))
     if row is None:
         return None
     tickets: list[dict[str, Any]] = []
@@ -56,6 +59,10 @@ class Orders:
 
     async def get_order(self, order_id: str) -> dict[str, Any] | None:
         return await self.db.run(lambda c: order_view(c, order_id), idempotent=True)
+
+    async def exists(self, order_id: str) -> bool:
+        return bool(await self.db.run(lambda c: fetchval(
+            c, "SELECT 1 FROM orders WHERE id = %s", (order_id,)), idempotent=True))
 
     async def order_parties(self, order_id: str) -> dict[str, Any] | None:
         """Who may see an order: its buyer (user_id) and its event's organizer (organizer_id, may be None)."""

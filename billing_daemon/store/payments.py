@@ -31,12 +31,14 @@ from typing import Any
 
 import aiomysql
 
+from billing_daemon.accounts import audit
 from billing_daemon.gateway import ChargeResult
 from billing_daemon.rules import (Ok, Outcome, abandoned, payment_in_progress, payment_outcome, payment_refusal,
                                   refund_refusal, request_in_progress, settled_answer)
 from billing_daemon.store.idempotency import IdempotencyKeys, Key, Replayed, Result
 from billing_daemon.store.orders import order_view
 from billing_daemon.store.outbox import Outbox
+from deploy.runtime.auth import Principal
 from deploy.runtime.ids import uuid7
 from deploy.runtime.mysql import MariaDB, execute, executemany, fetchall, fetchone, fetchval
 from deploy.runtime.times import rfc3339
@@ -89,8 +91,11 @@ class PaymentStore:
         is known to be over (see :func:`~billing_daemon.rules.abandoned`); otherwise the retry
         is refused REQUEST_IN_PROGRESS until it is.
         """
+        new_id = attempt_id or str(uuid7())
+
         async def begin(conn: aiomysql.Connection) -> dict[str, Any] | Result:
-            prior = await self.keys.claim(conn, key)
+            # A key claimed now already names the attempt it will wait on (one round trip, not two).
+            prior = await self.keys.claim(conn, key, new_id)
             if prior is not None:
                 if prior["status"]:
                     return self.keys.replay(prior)
@@ -113,14 +118,15 @@ class PaymentStore:
             if refusal is not None:
                 # Refusals are answers too: the same key gets the same answer.
                 return await self.keys.answer(conn, key, refusal)
-            new_id = attempt_id or str(uuid7())
             await execute(conn, "INSERT INTO payment_attempts (id, order_id, status, amount_minor, currency, owner,"
                                 " created_at) VALUES (%s, %s, 'charging', %s, %s, %s, NOW(6))",
                           (new_id, order_id, order["amount_minor"], order["currency"], owner))
             await execute(conn, "UPDATE orders SET charging_attempt = %s, updated_at = NOW(6) WHERE id = %s",
                           (new_id, order_id))
-            await self.keys.wait_on(conn, key, new_id)
-            return await self._attempt(conn, new_id)
+            # The attempt as just written, not read back: new, charging, started by ``owner``
+            # (who holds its process lock while it runs), and the key claimed above waits on it.
+            return {"id": new_id, "order_id": order_id, "status": "charging", "amount_minor": order["amount_minor"],
+                    "currency": order["currency"], "owner": owner, "age": 0.0, "owner_alive": owner is not None}
 
         return await self.db.transaction(begin, idempotent=True)
 
@@ -139,7 +145,7 @@ class PaymentStore:
     # --- phase 3 --------------------------------------------------------------------
 
     async def finish(self, attempt: dict[str, Any], result: ChargeResult | None, key: Key | None = None,
-                     refund_ref: str | None = None) -> Settled:
+                     refund_ref: str | None = None, actor: Principal | None = None) -> Settled:
         """Phase 3: record what the gateway said about the attempt, once, whoever asks.
 
         ``result`` is the gateway's answer (None: the charge never reached it, so nothing
@@ -153,59 +159,86 @@ class PaymentStore:
         The attempt row is locked and must still be ``charging``: of two replicas (or a
         retry and the resolver) finishing one attempt, the second finds it done and only
         reads the answer. Every Idempotency-Key waiting on the attempt gets the answer.
+
+        ``actor``: the caller of the pay request; a 200 answer is audited (``pay``, who, when)
+        in this transaction, not in one of its own.
         """
         async def finish(conn: aiomysql.Connection) -> Settled:
-            order = await fetchone(conn, "SELECT * FROM orders WHERE id = %s FOR UPDATE", (attempt["order_id"],))
-            current = await fetchone(conn, "SELECT id, status, gateway_ref FROM payment_attempts WHERE id = %s"
-                                           " FOR UPDATE", (attempt["id"],))
-            decision = payment_outcome(current["status"], order["status"], result, refund_ref)
-            if decision.refund_due:
-                return Settled(None, refund_due=True)
-            base = {"order_id": order["id"], "reservation_id": order["id"], "user_id": order["user_id"],
-                    "event_id": order["event_id"], "amount_minor": attempt["amount_minor"],
-                    "currency": attempt["currency"], "payment_id": attempt["id"]}
-            if decision.outcome in (Outcome.FAILED, Outcome.DECLINED):
-                await self._fail(conn, order, attempt["id"], decision.outcome.value,
-                                 result and result.reference, decision.reason)
-                await self.outbox.emit(conn, "payment.failed", {**base, "reason": decision.reason})
-            elif decision.outcome is Outcome.REFUND_HOLD_GONE:
-                await execute(conn, "UPDATE payment_attempts SET gateway_ref = %s WHERE id = %s",
-                              (result.reference, attempt["id"]))
-                await execute(conn, "UPDATE orders SET charging_attempt = NULL WHERE id = %s", (order["id"],))
-                await self._refund_attempt(conn, order, base, refund_ref, decision.reason)
-            elif decision.outcome is Outcome.REFUND_LATE_CHARGE:
-                await self._refund_attempt(conn, order, base, refund_ref, decision.reason)
-            elif decision.outcome is Outcome.PAID:
-                await self._paid(conn, order, attempt["id"], result.reference, base)
-            else:  # RECORDED: finished before; read what it came to
-                return Settled(await self._settled(conn, order["id"], attempt["id"], key))
-            # An attempt this transaction moved out of ``charging`` (its row is locked) has the status
-            # just written, and no key waiting on it can have been answered before; a late charge's
-            # refund (the attempt had failed, and was answered) reads what its keys were told.
-            fresh = current["status"] == "charging"
-            recorded = (_RECORDED_STATUS.get(decision.outcome) or decision.outcome.value) if fresh else None
-            return Settled(await self._settled(conn, order["id"], attempt["id"], key, recorded))
+            settled = await self._finish(conn, attempt, result, key, refund_ref)
+            if actor is not None and settled.result is not None and self._status(settled.result) == 200:
+                await audit(conn, actor, "pay", attempt["order_id"])
+            return settled
 
         settled = await self.db.transaction(finish, idempotent=True)
         self.outbox.emitted()
         return settled
 
+    def _status(self, result: Result) -> int:
+        return result.status if isinstance(result, Replayed) else self.keys.respond(result)[0]
+
+    async def audit(self, actor: Principal, action: str, order_id: str) -> None:
+        """Audit an answer given without a transaction of ``finish`` (a replayed 200), in one of its own."""
+        await self.db.transaction(lambda conn: audit(conn, actor, action, order_id), idempotent=False)
+
+    async def _finish(self, conn: aiomysql.Connection, attempt: dict[str, Any], result: ChargeResult | None,
+                      key: Key | None, refund_ref: str | None) -> Settled:
+        # The order and the attempt locked in one round trip (the order's row first, as before:
+        # STRAIGHT_JOIN), with the server's clock read once for the times it writes and shows.
+        order = await fetchone(conn, "SELECT STRAIGHT_JOIN o.*, a.status AS attempt_status, NOW(6) AS now_"
+                                     " FROM orders o JOIN payment_attempts a ON a.id = %s"
+                                     " WHERE o.id = %s FOR UPDATE", (attempt["id"], attempt["order_id"]))
+        now, current = order.pop("now_"), {"status": order.pop("attempt_status")}
+        decision = payment_outcome(current["status"], order["status"], result, refund_ref)
+        if decision.refund_due:
+            return Settled(None, refund_due=True)
+        base = {"order_id": order["id"], "reservation_id": order["id"], "user_id": order["user_id"],
+                "event_id": order["event_id"], "amount_minor": attempt["amount_minor"],
+                "currency": attempt["currency"], "payment_id": attempt["id"]}
+        if decision.outcome in (Outcome.FAILED, Outcome.DECLINED):
+            await self._fail(conn, order, attempt["id"], decision.outcome.value,
+                             result and result.reference, decision.reason)
+            await self.outbox.emit(conn, "payment.failed", {**base, "reason": decision.reason})
+        elif decision.outcome is Outcome.REFUND_HOLD_GONE:
+            await execute(conn, "UPDATE payment_attempts SET gateway_ref = %s WHERE id = %s",
+                          (result.reference, attempt["id"]))
+            await execute(conn, "UPDATE orders SET charging_attempt = NULL WHERE id = %s", (order["id"],))
+            await self._refund_attempt(conn, order, base, refund_ref, decision.reason)
+        elif decision.outcome is Outcome.REFUND_LATE_CHARGE:
+            await self._refund_attempt(conn, order, base, refund_ref, decision.reason)
+        elif decision.outcome is Outcome.PAID:
+            order = await self._paid(conn, order, attempt["id"], result.reference, base, now)
+        else:  # RECORDED: finished before; read what it came to
+            return Settled(await self._settled(conn, order["id"], attempt["id"], key))
+        # An attempt this transaction moved out of ``charging`` (its row is locked) has the status
+        # just written, and no key waiting on it can have been answered before; a late charge's
+        # refund (the attempt had failed, and was answered) reads what its keys were told.
+        fresh = current["status"] == "charging"
+        recorded = (_RECORDED_STATUS.get(decision.outcome) or decision.outcome.value) if fresh else None
+        paid_row = order if decision.outcome is Outcome.PAID else None
+        return Settled(await self._settled(conn, order["id"], attempt["id"], key, recorded, paid_row))
+
     async def _paid(self, conn: aiomysql.Connection, order: dict[str, Any], attempt_id: str, reference: str,
-                    base: dict[str, Any]) -> None:
-        """Tickets for every seat, the order paid, ``payment.succeeded``."""
+                    base: dict[str, Any], now: Any) -> dict[str, Any]:
+        """Tickets for every seat, the order paid, ``payment.succeeded``; returns the order's row as written.
+
+        ``now`` is the time read when the rows were locked: written as ``paid_at`` so the
+        answer can show the row without reading it back. The tickets go in one multi-row
+        INSERT (every value a parameter, so the driver batches them) and the attempt and the
+        order in one UPDATE."""
         seats = json.loads(order["seats"])
         tickets = [(str(uuid7()), order["id"], order["event_id"], seat["id"], seat["label"],
-                    secrets.token_urlsafe(32)) for seat in seats]  # 256 random bits per code
+                    secrets.token_urlsafe(32), "valid", now) for seat in seats]  # 256 random bits per code
         await executemany(conn, "INSERT INTO tickets (id, order_id, event_id, seat_id, seat_label, code,"
-                                " status, created_at) VALUES (%s, %s, %s, %s, %s, %s, 'valid', NOW(6))", tickets)
-        await execute(conn, "UPDATE payment_attempts SET status = 'succeeded', gateway_ref = %s,"
-                            " finished_at = NOW(6) WHERE id = %s", (reference, attempt_id))
-        await execute(conn, "UPDATE orders SET status = 'paid', charging_attempt = NULL, paid_at = NOW(6),"
-                            " updated_at = NOW(6) WHERE id = %s", (order["id"],))
+                                " status, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)", tickets)
+        await execute(conn, "UPDATE payment_attempts a JOIN orders o ON o.id = a.order_id"
+                            " SET a.status = 'succeeded', a.gateway_ref = %s, a.finished_at = %s,"
+                            " o.status = 'paid', o.charging_attempt = NULL, o.paid_at = %s, o.updated_at = %s"
+                            " WHERE a.id = %s", (reference, now, now, now, attempt_id))
         await self.outbox.emit(conn, "payment.succeeded", {
             **base, "seats": seats,
             # Ticket ids only: codes admit at the door, and reach only their owner and the door.
             "tickets": [{"id": t[0], "seat_id": t[3], "seat_label": t[4]} for t in tickets]})
+        return {**order, "status": "paid", "charging_attempt": None, "paid_at": now, "updated_at": now}
 
     async def _fail(self, conn: aiomysql.Connection, order: dict[str, Any], attempt_id: str, status: str,
                     reference: str | None, reason: str | None) -> None:
@@ -239,18 +272,19 @@ class PaymentStore:
         return refund_id if inserted else None
 
     async def _settled(self, conn: aiomysql.Connection, order_id: str, attempt_id: str, key: Key | None,
-                       recorded: str | None = None) -> Result:
+                       recorded: str | None = None, row: dict[str, Any] | None = None) -> Result:
         """The answer to a pay request for this attempt, recorded under every key still waiting on it.
 
         A key answered earlier keeps its first answer (one key, one answer). ``recorded`` is the
         status this transaction just gave the attempt (it was ``charging`` under its row lock):
         then the status need not be read back, a refund row exists only if it is ``refunded``,
-        and every key waiting on it (``key`` among them) is answered now for the first time."""
+        and every key waiting on it (``key`` among them) is answered now for the first time.
+        ``row``: the order's row as this transaction wrote it (not read back)."""
         status = recorded or await fetchval(conn, "SELECT status FROM payment_attempts WHERE id = %s",
                                             (attempt_id,))
         refund_id = None if status != "refunded" else await fetchval(
             conn, "SELECT id FROM refunds WHERE attempt_id = %s", (attempt_id,))
-        answer = settled_answer(status, await order_view(conn, order_id), refund_id)
+        answer = settled_answer(status, await order_view(conn, order_id, row), refund_id)
         await self.keys.answer_waiting(conn, attempt_id, answer)
         if recorded is not None:
             return answer

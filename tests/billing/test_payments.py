@@ -268,3 +268,45 @@ async def test_an_anonymous_signup_replay_needs_the_password_it_was_made_with(pi
     assert (await anonymous.post("/api/users", body, headers=key)).body == first.body, "a real retry gets its answer"
     stranger = await anonymous.post("/api/users", {**body, "password": "a guessed password"}, headers=key)
     assert stranger.status == 409 and stranger.body["error"]["code"] == "EMAIL_TAKEN", "and learns no user id"
+
+
+async def test_pay_answers_the_order_as_stored_and_audits_every_200_once(pipeline):
+    """The pay answer is built from the rows it wrote (not read back): it must equal what GET reads
+    afterwards. The audit row is written in the transaction that records the payment; a replayed 200
+    is audited too (as before), a refusal is not."""
+    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+    pipeline.start_bridge_stand_in()
+    user = (await billing.api.post("/api/users", {"email": "al@example.com", "name": "Al", "password": "pw-0123456789"})).body
+    held = await hold_one(reservation, user["id"], seats=2)
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing in billing")
+    paid = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k1"})
+    assert paid.status == 200 and paid.body["paid_at"] is not None
+    assert (await billing.api.get(f"/api/orders/{held['id']}")).body == paid.body, "the answer is the stored order"
+    audit = "SELECT action, actor_role FROM audit_log WHERE target = %s"
+    assert [(r["action"], r["actor_role"]) for r in await pipeline.maria(audit, (held["id"],))] == [("pay", "service")]
+    assert (await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k1"})).status == 200
+    refused = await billing.api.post(f"/api/orders/{held['id']}/pay", headers={"Idempotency-Key": "k2"})
+    assert refused.status == 409
+    assert len(await pipeline.maria(audit, (held["id"],))) == 2, "the replayed 200 audited, the refusal not"
+    keys = await pipeline.maria("SELECT idem_key, attempt_id FROM idempotency_keys WHERE idem_key IN ('k1', 'k2')"
+                                " ORDER BY idem_key")
+    assert keys[0]["attempt_id"] == paid.body["payments"][0]["id"] and keys[1]["attempt_id"] is None, \
+        "a key answered without an attempt names none"
+
+
+async def test_head_of_an_order_says_whether_it_is_there(pipeline):
+    reservation, billing = await pipeline.reservation(), await pipeline.billing()
+    user = (await billing.api.post("/api/users", {"email": "hd@example.com", "name": "Hd", "password": "pw-0123456789"})).body
+    held = await hold_one(reservation, user["id"])
+    await wait_until(lambda: order_appears(billing, held["id"]), 10, "the order appearing in billing")
+    other = (await billing.api.post("/api/users", {"email": "ot@example.com", "name": "Ot", "password": "pw-0123456789"})).body
+
+    async def head(order_id: str, bearer: str) -> int:
+        async with billing.api.session.head(f"{billing.api.base_url}/api/orders/{order_id}",
+                                            headers={"Authorization": f"Bearer {bearer}"}) as resp:
+            return resp.status
+
+    assert await head(held["id"], billing.api.token) == 200
+    assert await head(str(uuid.uuid4()), billing.api.token) == 404
+    assert await head(held["id"], token("buyer", user["id"])) == 200
+    assert await head(held["id"], token("buyer", other["id"])) == 404, "another buyer's order is not there"
