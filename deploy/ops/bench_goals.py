@@ -140,7 +140,8 @@ def _cell(value: float | None) -> str:
 def render(report: dict[str, Any]) -> str:
     reports = report["reports"]
     lines = [f"ticketflow bench --mode goals: {reports['started']} .. {reports['finished']}", "",
-             "| figure | this run | baseline, same run | ratio | goal | met |", "| --- | ---: | ---: | ---: | --- | --- |"]
+             "| figure | this run | baseline, same run | ratio | goal | met |",
+             "| --- | ---: | ---: | ---: | --- | --- |"]
     for row in report["goals"]:
         lines.append(f"| {row['what']} | {_cell(row['figure'])} | {_cell(row['baseline'])} | "
                      f"{_cell(row['ratio'])} | {row['goal']} | {'yes' if row['met'] else '**no**'} |")
