@@ -101,6 +101,8 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     status = ha_stack("status")
     assert status.returncode == 0 and "sync_standby" in status.stdout and "cluster healthy" in status.stdout, \
         status.stdout
+    assert "mariadb (Galera), writer galera" in status.stdout and status.stdout.count("Synced   cluster Primary size 3") == 3, \
+        status.stdout
 
     env = dict(line.split("=", 1) for line in ha_stack("env").stdout.splitlines())
     assert f":{HA.rw_port}/" in env["TICKETFLOW_PG_DSN"], env

@@ -92,13 +92,14 @@ def _each(servers: list[Server], action: str) -> dict:
 
 @dataclass
 class HATopology(Topology):
-    """etcd x3, PostgreSQL x3 under Patroni, HAProxy; MariaDB and RabbitMQ shared with ``local``.
+    """etcd x3, PostgreSQL x3 under Patroni, MariaDB Galera x3, HAProxy; RabbitMQ shared with ``local``.
 
     Its own servers live under their own directory (``<stack dir>/ha`` by default), so
-    it runs beside the local topology. Until the Galera and RabbitMQ clusters exist
-    (issue 12) the daemons' MariaDB and RabbitMQ are the local topology's: ``up``
-    starts them if nothing answers on their ports, ``down`` leaves them running (the
-    local topology may be serving), and ``ticketflow stop`` stops both.
+    it runs beside the local topology. Until the RabbitMQ cluster exists (issue 12) the
+    daemons' RabbitMQ is the local topology's (and so is MariaDB with
+    ``TICKETFLOW_HA_GALERA=0``): ``up`` starts it if nothing answers on its port,
+    ``down`` leaves it running (the local topology may be serving), and ``ticketflow
+    stop`` stops both.
     """
 
     etcd: list[EtcdMember] = field(default_factory=list)
