@@ -7,7 +7,6 @@ ports nothing listens on). The second test SIGKILLs the writer under a write loa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import time
 

@@ -108,7 +108,7 @@ class GaleraNode(Server):
         log = self.run_dir / "recover.log"
         result = subprocess.run([which("/usr/sbin/mariadbd", "mariadbd"), f"--defaults-file={self.cnf}",
                                  "--wsrep-recover", f"--log-error={log}"],
-                                capture_output=True, text=True, user=self.run_as, cwd="/", timeout=120)
+                                capture_output=True, text=True, user=self.run_as, cwd="/", timeout=120, check=False)
         try:
             text = log.read_text(errors="replace")
         except OSError:
