@@ -97,9 +97,9 @@ class HATopology(Topology):
     Its own servers live under their own directory (``<stack dir>/ha`` by default), so
     it runs beside the local topology. Until the RabbitMQ cluster exists (issue 12) the
     daemons' RabbitMQ is the local topology's (and so is MariaDB with
-    ``TICKETFLOW_HA_GALERA=0``): ``up`` starts it if nothing answers on its port,
-    ``down`` leaves it running (the local topology may be serving), and ``ticketflow
-    stop`` stops both.
+    ``TICKETFLOW_HA_GALERA=0``): ``up`` starts the local MariaDB and RabbitMQ if nothing
+    answers on their ports, ``down`` leaves them running (the local topology may be
+    serving), and ``ticketflow stop`` stops both.
     """
 
     etcd: list[EtcdMember] = field(default_factory=list)
@@ -243,9 +243,10 @@ def ha(settings: StackSettings | None = None, ha_config: HASettings | None = Non
     proxy = HAProxy(own, ha_config)
     galera_nodes = [GaleraNode(own, ha_config, i) for i in range(1, ha_config.nodes + 1)] if ha_config.galera else []
     galera = GaleraCluster(galera_nodes, ha_config, own) if galera_nodes else None
-    shared: list[Server] = [RabbitMQ(settings)] if galera else [MariaDB(settings), RabbitMQ(settings)]
+    # The local MariaDB stays a shared server even with Galera: what an operator's explicit
+    # TICKETFLOW_MARIADB_DSN (or a test's fresh database) may point at; env() names the Galera writer.
     return HATopology("ha", [*etcd, *nodes, *galera_nodes, proxy], Keys(settings.root), etcd=etcd, nodes=nodes,
-                      proxy=proxy, galera=galera, shared=shared)
+                      proxy=proxy, galera=galera, shared=[MariaDB(settings), RabbitMQ(settings)])
 
 
 def report_problems(report: dict) -> list[str]:
