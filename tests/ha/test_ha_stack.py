@@ -1,7 +1,7 @@
 """`ticketflow stack up|status|down --topology ha` end to end on the fixed HA ports, a private directory.
 
-One HA stack at a time (the ports are fixed); MariaDB and RabbitMQ are the shared
-local stack's, which this test must find running and leave running.
+One HA stack at a time (the ports are fixed); MariaDB is the stack's own Galera cluster, RabbitMQ the
+shared local stack's, which this test must find running and leave running.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from deploy.ops.stack.topology import ha, report_problems
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 HA = HASettings()
-HA_PORTS = [HA.rw_port, HA.ro_port, HA.stats_port,
-            *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port) for i in range(3))]
+HA_PORTS = [HA.rw_port, HA.ro_port, HA.stats_port, HA.mariadb_writer_port,
+            *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port,
+                                    HA.galera_port, HA.galera_repl_port) for i in range(3))]
 
 
 def listening(port: int) -> bool:
@@ -84,7 +85,7 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     bootstrap = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"HA bootstrap from nothing: {bootstrap:.1f}s")
-    assert up.stdout.count("initialised and started") == 7, up.stdout  # etcd x3, pg x3, haproxy
+    assert up.stdout.count("initialised and started") == 10, up.stdout  # etcd x3, pg x3, galera x3, haproxy
 
     topology = ha()
     report = topology.report()
@@ -95,19 +96,23 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     assert [e["healthy"] and e["in_member_list"] for e in report["etcd"]] == [True, True, True], report["etcd"]
     rw_up = [b["server"] for b in report["haproxy"] if b["proxy"] == "postgres_rw" and b["status"] == "UP"]
     assert rw_up == [leader["name"]], report["haproxy"]
+    assert [(n["state"], n["cluster_size"]) for n in report["galera"]["nodes"]] == [("Synced", 3)] * 3, report
 
     status = ha_stack("status")
     assert status.returncode == 0 and "sync_standby" in status.stdout and "cluster healthy" in status.stdout, \
         status.stdout
+    assert "mariadb (Galera), writer galera" in status.stdout and status.stdout.count("Synced   cluster Primary size 3") == 3, \
+        status.stdout
 
     env = dict(line.split("=", 1) for line in ha_stack("env").stdout.splitlines())
     assert f":{HA.rw_port}/" in env["TICKETFLOW_PG_DSN"], env
+    assert f":{HA.mariadb_writer_port}/" in env["TICKETFLOW_MARIADB_DSN"], env  # billing on the Galera writer
     assert {"TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL", "TICKETFLOW_TOKEN_PUBLIC_KEYS"} <= set(env)
     asyncio.run(write_through_rw(env["TICKETFLOW_PG_DSN"], int(leader["host"].rsplit(":", 1)[1])))
     assert asyncio.run(wait_for_row(env["TICKETFLOW_PG_REPLICA_DSN"])) == "survived"
 
     down = ha_stack("down")
-    assert down.returncode == 0 and down.stdout.count("stopped") == 7, down.stdout
+    assert down.returncode == 0 and down.stdout.count("stopped") == 10, down.stdout
     assert [s for s in topology.servers if s.running()] == []
     assert [p for p in HA_PORTS if listening(p)] == [], "an HA server still listens after down"
     shared = {s.name: s.status() for s in topology.shared}

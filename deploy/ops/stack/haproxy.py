@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import urllib.request
+from pathlib import Path
 
 from deploy.ops.stack import conf
 from deploy.ops.stack.server import Server, StackError
@@ -38,7 +39,17 @@ def parse_frontends(spec: str) -> list[tuple[str, int, list[int]]]:
     return frontends
 
 
-def render(ha: HASettings) -> str:
+def galera_section(ha: HASettings, check_script: Path) -> str:
+    """The MariaDB writer frontend before the Galera nodes (empty when the topology runs no Galera)."""
+    if not ha.galera:
+        return ""
+    servers = "\n".join(f"    server galera{i} 127.0.0.1:{ha.galera_port + i - 1} check"
+                        for i in range(1, ha.nodes + 1))
+    return conf.render("galera-haproxy.cfg", WRITER_PORT=ha.mariadb_writer_port, CHECK_SCRIPT=check_script,
+                       SERVERS=servers)
+
+
+def render(ha: HASettings, directory: Path | None = None) -> str:
     pg_nodes = range(1, ha.nodes + 1)
 
     def pg_servers() -> str:
@@ -50,7 +61,8 @@ def render(ha: HASettings) -> str:
             f"    server {name}{n} 127.0.0.1:{port} check" for n, port in enumerate(replicas, 1)))
         for name, public, replicas in parse_frontends(ha.frontends))
     return conf.render("haproxy.cfg", STATS_PORT=ha.stats_port, RW_PORT=ha.rw_port, RO_PORT=ha.ro_port,
-                       PG_RW_SERVERS=pg_servers(), PG_RO_SERVERS=pg_servers(), HTTP_FRONTENDS=frontends)
+                       PG_RW_SERVERS=pg_servers(), PG_RO_SERVERS=pg_servers(),
+                       HTTP_FRONTENDS=frontends + galera_section(ha, (directory or Path(".")) / "galera-check.sh"))
 
 
 def stats(port: int, timeout: float = 2.0) -> list[dict[str, str]]:
@@ -76,7 +88,13 @@ class HAProxy(Server):
         self.render()
 
     def render(self) -> None:
-        conf.write(self.config, render(self.ha))
+        if self.ha.galera:  # the writer port's external check and the credentials it logs in with
+            from deploy.ops.stack.galera import client_cnf
+
+            cnf = self.dir / "galera-client.cnf"
+            conf.write(cnf, client_cnf(self.settings))
+            conf.write(self.dir / "galera-check.sh", (conf.CONF_DIR / "galera-check.sh").read_text(), mode=0o700)
+        conf.write(self.config, render(self.ha, self.dir))
         self.run_setup([HAPROXY, "-c", "-q", "-f", str(self.config)])
 
     def serve_frontends(self, frontends: str) -> str:
@@ -86,7 +104,7 @@ class HAProxy(Server):
         sessions are cut by the restart, which no daemon of that run has opened yet.
         """
         self.ha = dataclasses.replace(self.ha, frontends=frontends)
-        wanted = render(self.ha)
+        wanted = render(self.ha, self.dir)
         if self.running() and self.config.exists() and self.config.read_text() == wanted:
             return "frontends already served"
         if not self.running():

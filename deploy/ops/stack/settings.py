@@ -50,6 +50,14 @@ class HASettings:
     rw_port: int = setting("TICKETFLOW_HA_RW_PORT", 17540, port, "HAProxy: PostgreSQL primary (read-write)")
     ro_port: int = setting("TICKETFLOW_HA_RO_PORT", 17541, port, "HAProxy: PostgreSQL replicas (read-only)")
     stats_port: int = setting("TICKETFLOW_HA_STATS_PORT", 17549, port, "HAProxy statistics (HTML; CSV at /;csv)")
+    galera: bool = setting("TICKETFLOW_HA_GALERA", True, lambda raw: _flag(raw),
+                           "run MariaDB Galera x3 behind HAProxy's writer port (0: the local MariaDB instead)")
+    galera_port: int = setting("TICKETFLOW_HA_GALERA_PORT", 17601, port, "Galera MariaDB, first node")
+    galera_repl_port: int = setting("TICKETFLOW_HA_GALERA_REPL_PORT", 17611, port, "Galera replication, first node")
+    galera_ist_port: int = setting("TICKETFLOW_HA_GALERA_IST_PORT", 17621, port, "Galera IST receiver, first node")
+    galera_sst_port: int = setting("TICKETFLOW_HA_GALERA_SST_PORT", 17631, port, "Galera SST (rsync), first node")
+    mariadb_writer_port: int = setting("TICKETFLOW_HA_MARIADB_WRITER_PORT", 17640, port,
+                                       "HAProxy: the one Galera writer node")
     scope: str = setting("TICKETFLOW_HA_SCOPE", "ticketflow", str, "Patroni cluster name (etcd key prefix)")
     # name=public port:replica port,replica port;... -> one HTTP frontend per daemon with /ready checks
     frontends: str = setting("TICKETFLOW_HA_FRONTENDS", "", str,
@@ -57,6 +65,14 @@ class HASettings:
 
     def directory(self, stack: StackSettings) -> Path:
         return self.root if self.root is not None else stack.root / "ha"
+
+
+def _flag(raw: str) -> bool:
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.strip().lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("want 1 or 0")
 
 
 def ha_settings() -> HASettings:

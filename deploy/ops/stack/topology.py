@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from deploy.ops.stack import packages
 from deploy.ops.stack.etcd import EtcdMember, cluster_members
+from deploy.ops.stack.galera import GaleraCluster, GaleraNode
 from deploy.ops.stack.haproxy import HAProxy
 from deploy.ops.stack.keys import Keys
 from deploy.ops.stack.mariadb import MariaDB
@@ -91,18 +92,20 @@ def _each(servers: list[Server], action: str) -> dict:
 
 @dataclass
 class HATopology(Topology):
-    """etcd x3, PostgreSQL x3 under Patroni, HAProxy; MariaDB and RabbitMQ shared with ``local``.
+    """etcd x3, PostgreSQL x3 under Patroni, MariaDB Galera x3, HAProxy; RabbitMQ shared with ``local``.
 
     Its own servers live under their own directory (``<stack dir>/ha`` by default), so
-    it runs beside the local topology. Until the Galera and RabbitMQ clusters exist
-    (issue 12) the daemons' MariaDB and RabbitMQ are the local topology's: ``up``
-    starts them if nothing answers on their ports, ``down`` leaves them running (the
-    local topology may be serving), and ``ticketflow stop`` stops both.
+    it runs beside the local topology. Until the RabbitMQ cluster exists (issue 12) the
+    daemons' RabbitMQ is the local topology's (and so is MariaDB with
+    ``TICKETFLOW_HA_GALERA=0``): ``up`` starts the local MariaDB and RabbitMQ if nothing
+    answers on their ports, ``down`` leaves them running (the local topology may be
+    serving), and ``ticketflow stop`` stops both.
     """
 
     etcd: list[EtcdMember] = field(default_factory=list)
     nodes: list[PatroniNode] = field(default_factory=list)
     proxy: HAProxy | None = None
+    galera: GaleraCluster | None = None  # MariaDB Galera x3 behind HAProxy's writer port (TICKETFLOW_HA_GALERA)
     shared: list[Server] = field(default_factory=list)
     ready_timeout: float = 120.0
 
@@ -110,11 +113,17 @@ class HATopology(Topology):
         self.install()
         states = {s.name: (s.up() if not s._probe_ok() else "already up (shared with the local topology)")
                   for s in self.shared}
-        # etcd before Patroni (it holds the leader lock), Patroni before HAProxy (its health checks).
-        states.update(_each(list(self.etcd), "up"))
-        states.update(_each(list(self.nodes), "up"))
-        states[self.proxy.name] = self.proxy.up()
-        states["cluster"] = self.wait_synchronous()
+        # Galera beside etcd and Patroni (it depends on neither); its writer is known once HAProxy runs.
+        with ThreadPoolExecutor(1) as pool:
+            galera = pool.submit(self.galera.up, self.galera.writer()) if self.galera else None
+            # etcd before Patroni (it holds the leader lock), Patroni before HAProxy (its health checks).
+            states.update(_each(list(self.etcd), "up"))
+            states.update(_each(list(self.nodes), "up"))
+            states[self.proxy.name] = self.proxy.up()
+            states["cluster"] = self.wait_synchronous()
+            if galera is not None:
+                states.update(galera.result())
+                states["galera writer"] = self.galera.wait_writer()
         asyncio.run(self._ensure_database())
         if self.keys is not None:
             states["keys"] = self.keys.ensure()
@@ -159,7 +168,17 @@ class HATopology(Topology):
         raise StackError(f"HAProxy's read-write port {proxy.ha.rw_port} reaches no primary ({last!r})")
 
     def down(self) -> dict[str, bool]:
-        """HAProxy, then the replicas, then the leader (so no failover starts), then etcd."""
+        """HAProxy, then the replicas, then the leader (so no failover starts), then etcd; Galera beside them
+        (the writer last, so it is the node safe to bootstrap from)."""
+        writer = self.galera.writer() if self.galera else None
+        with ThreadPoolExecutor(1) as pool:
+            galera = pool.submit(self.galera.down, writer) if self.galera else None
+            states = self._down_postgres()
+            if galera is not None:
+                states.update(galera.result())
+        return {s.name: states[s.name] for s in self.servers}
+
+    def _down_postgres(self) -> dict[str, bool]:
         states = {self.proxy.name: self.proxy.stop()}
         leaders = {m["name"] for m in cluster(self.nodes).get("members", []) if m.get("role") == "leader"}
         replicas = [n for n in self.nodes if n.name not in leaders]
@@ -175,7 +194,7 @@ class HATopology(Topology):
         if followers:
             states.update(_each(followers, "stop"))
         states.update({e.name: e.stop() for e in self.etcd if e.name in etcd_leaders})
-        return {s.name: states[s.name] for s in self.servers}
+        return states
 
     def status(self) -> dict[str, str]:
         return {**_each(self.shared, "status"), **_each(self.servers, "status")}
@@ -190,6 +209,8 @@ class HATopology(Topology):
         merged: dict[str, str] = {}
         for server in [*self.shared, *self.servers]:
             merged.update(server.env())
+        if self.galera is not None:  # billing's MariaDB: the Galera writer, through HAProxy
+            merged.update(self.galera.env())
         if self.keys is not None:
             merged.update(self.keys.env())
         return merged
@@ -201,7 +222,9 @@ class HATopology(Topology):
             backends = self.proxy.backends()
         except OSError as exc:
             backends = [{"error": f"HAProxy stats unreachable: {exc}"}]
+        galera = {"galera": self.galera.report()} if self.galera else {}
         return {
+            **galera,
             "postgres": [{"name": m.get("name"), "role": m.get("role"), "state": m.get("state"),
                           "timeline": m.get("timeline"), "lag_bytes": m.get("lag", 0 if m.get("role") == "leader" else None),
                           "host": f"{m.get('host')}:{m.get('port')}"} for m in pg.get("members", [])]
@@ -218,8 +241,12 @@ def ha(settings: StackSettings | None = None, ha_config: HASettings | None = Non
     etcd = [EtcdMember(own, ha_config, i) for i in range(1, ha_config.nodes + 1)]
     nodes = [PatroniNode(own, ha_config, i) for i in range(1, ha_config.nodes + 1)]
     proxy = HAProxy(own, ha_config)
-    return HATopology("ha", [*etcd, *nodes, proxy], Keys(settings.root), etcd=etcd, nodes=nodes, proxy=proxy,
-                      shared=[MariaDB(settings), RabbitMQ(settings)])
+    galera_nodes = [GaleraNode(own, ha_config, i) for i in range(1, ha_config.nodes + 1)] if ha_config.galera else []
+    galera = GaleraCluster(galera_nodes, ha_config, own) if galera_nodes else None
+    # The local MariaDB stays a shared server even with Galera: what an operator's explicit
+    # TICKETFLOW_MARIADB_DSN (or a test's fresh database) may point at; env() names the Galera writer.
+    return HATopology("ha", [*etcd, *nodes, *galera_nodes, proxy], Keys(settings.root), etcd=etcd, nodes=nodes,
+                      proxy=proxy, galera=galera, shared=[MariaDB(settings), RabbitMQ(settings)])
 
 
 def report_problems(report: dict) -> list[str]:
@@ -238,6 +265,21 @@ def report_problems(report: dict) -> list[str]:
     rw_up = [b["server"] for b in report["haproxy"] if b.get("proxy") == "postgres_rw" and b.get("status") == "UP"]
     if len(rw_up) != 1:
         problems.append(f"HAProxy's read-write port routes to {len(rw_up)} nodes")
+    return problems + galera_problems(report.get("galera"))
+
+
+def galera_problems(galera: dict | None) -> list[str]:
+    """What keeps the Galera part of a report from healthy: every node Synced in a Primary component of all, a writer."""
+    if galera is None:
+        return []
+    problems = [f"galera {n['name']}: {n['error']}" for n in galera["nodes"] if "error" in n]
+    up = [n for n in galera["nodes"] if "error" not in n]
+    problems += [f"galera {n['name']} is {n['state']} ({n['cluster_status']})" for n in up
+                 if n["local_state"] != 4 or n["cluster_status"] != "Primary"]
+    problems += [f"galera {n['name']} sees a cluster of {n['cluster_size']} of {len(galera['nodes'])}"
+                 for n in up if n["cluster_size"] != len(galera["nodes"])]
+    if galera["writer"] is None:
+        problems.append("HAProxy's MariaDB writer port reaches no Galera node: billing writes fail")
     return problems
 
 
@@ -256,6 +298,11 @@ def format_report(report: dict) -> str:
         state = ("healthy" if e["healthy"] else "UNHEALTHY") + (" leader" if e.get("leader") else "")
         extra = e.get("error") or ("" if e.get("in_member_list") else "not in the member list")
         lines.append(f"  {e['name']:<6} {state:<16} {e['client_url']}  {extra}".rstrip())
+    if "galera" in report:
+        lines.append(f"mariadb (Galera), writer {report['galera']['writer'] or 'NONE'}:")
+        for n in report["galera"]["nodes"]:
+            lines.append(f"  {n['name']:<8} " + (n["error"] if "error" in n else
+                         f"{n['state']:<8} cluster {n['cluster_status']} size {n['cluster_size']}  127.0.0.1:{n['port']}"))
     lines.append("haproxy backends:")
     for b in report["haproxy"]:
         if "error" in b:

@@ -1,0 +1,178 @@
+"""MariaDB Galera x3 behind HAProxy's single-writer port, on private ports and a private directory.
+
+Only the Galera nodes and HAProxy run here (no etcd or Patroni: their HAProxy sections point at private
+ports nothing listens on). The second test SIGKILLs the writer under a write load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import aiomysql
+import pytest
+
+from deploy.ops.stack.galera import GaleraNode
+from deploy.ops.stack.topology import HATopology, galera_problems, ha
+from tests.support.stack import free_port, free_port_block
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def galera(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("galera") / "ha"
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("GALERA_PORT", "GALERA_REPL_PORT", "GALERA_IST_PORT", "GALERA_SST_PORT", "PG_PORT",
+                     "PATRONI_PORT", "ETCD_CLIENT_PORT", "ETCD_PEER_PORT"):
+            mp.setenv(f"TICKETFLOW_HA_{name}", str(free_port_block(3)))
+        for name in ("MARIADB_WRITER_PORT", "STATS_PORT", "RW_PORT", "RO_PORT"):
+            mp.setenv(f"TICKETFLOW_HA_{name}", str(free_port()))
+        mp.setenv("TICKETFLOW_HA_STACK_DIR", str(directory))
+        mp.setenv("TICKETFLOW_HA_GALERA", "1")
+        topology = ha()
+        try:
+            started = time.monotonic()
+            states = topology.galera.up(None)
+            topology.proxy.up()
+            topology.galera.wait_writer()
+            print(f"Galera x3 bootstrap from nothing, writer routed: {time.monotonic() - started:.1f}s")
+            assert list(states.values()) == ["initialised and started"] * 3, states
+            yield topology
+        finally:
+            writer = topology.galera.writer()
+            topology.proxy.stop()
+            topology.galera.down(writer)
+            for link in directory.glob("*/private"):
+                shutil.rmtree(link.resolve().parent, ignore_errors=True)
+
+
+async def connect(port: int, topology: HATopology, **kwargs) -> aiomysql.Connection:
+    s = topology.proxy.settings
+    return await aiomysql.connect(host="127.0.0.1", port=port, user=s.user, password=s.password, db=s.database,
+                                  autocommit=True, connect_timeout=2, **kwargs)
+
+
+async def query(port: int, topology: HATopology, sql: str, *args) -> list[tuple]:
+    conn = await connect(port, topology)
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(sql, args or None)
+            return list(await cur.fetchall())
+    finally:
+        conn.close()
+
+
+def node(topology: HATopology, name: str) -> GaleraNode:
+    return next(n for n in topology.galera.nodes if n.name == name)
+
+
+def writer_backends(topology: HATopology) -> dict[str, str]:
+    return {b["server"]: b["status"] for b in topology.proxy.backends() if b["proxy"] == "mariadb_writer"}
+
+
+def wait_until(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"{what} within {timeout:.0f}s"
+        time.sleep(0.2)
+
+
+def test_cluster_of_three_synced_one_writer_and_a_write_reaches_every_node(galera):
+    report = galera.galera.report()
+    assert galera_problems(report) == [], report
+    assert [(n["state"], n["cluster_size"], n["cluster_status"]) for n in report["nodes"]] == \
+        [("Synced", 3, "Primary")] * 3, report
+    writer = report["writer"]
+    port = galera.proxy.ha.mariadb_writer_port
+
+    # The frontend sends every connection to the same single node.
+    async def landings() -> set[str]:
+        conns = [await connect(port, galera) for _ in range(8)]
+        try:
+            names = set()
+            for conn in conns:
+                async with conn.cursor() as cur:
+                    await cur.execute("SELECT @@wsrep_node_name")
+                    names.add((await cur.fetchone())[0])
+            return names
+        finally:
+            for conn in conns:
+                conn.close()
+
+    assert asyncio.run(landings()) == {writer}
+    wait_until(lambda: list(writer_backends(galera).values()).count("UP") == 3, "all three nodes UP in HAProxy")
+
+    asyncio.run(query(port, galera, "CREATE TABLE marks (id INT PRIMARY KEY, v VARCHAR(20))"))
+    asyncio.run(query(port, galera, "INSERT INTO marks VALUES (1, 'everywhere')"))
+    for n in galera.galera.nodes:  # wsrep_sync_wait=1: a read on any node sees the committed write
+        assert asyncio.run(query(n.port, galera, "SELECT v FROM marks WHERE id = 1")) == [("everywhere",)], n.name
+
+
+async def write_load(port: int, topology: HATopology, stop: asyncio.Event, acked: list[tuple[int, float]]) -> None:
+    """Insert rows one by one through the writer port, reconnecting on failure; record each acknowledged one."""
+    conn = None
+    i = 0
+    while not stop.is_set():
+        try:
+            if conn is None:
+                conn = await connect(port, topology)
+            i += 1
+            async with conn.cursor() as cur:
+                await cur.execute("INSERT INTO writes (id) VALUES (%s)", (i,))
+            acked.append((i, time.monotonic()))
+        except (aiomysql.Error, OSError, asyncio.TimeoutError):
+            if conn is not None:
+                conn.close()
+                conn = None
+            await asyncio.sleep(0.02)  # a retry's pacing, not synchronisation
+
+
+def test_writer_kill_writes_continue_on_another_node_and_the_killed_node_rejoins_by_ist(galera):
+    port = galera.proxy.ha.mariadb_writer_port
+    asyncio.run(query(port, galera, "CREATE TABLE writes (id INT PRIMARY KEY)"))
+    old = galera.galera.wait_writer()
+
+    async def scenario() -> tuple[list[tuple[int, float]], float]:
+        stop, acked = asyncio.Event(), []
+        load = asyncio.create_task(write_load(port, galera, stop, acked))
+        deadline = time.monotonic() + 30
+        while len(acked) < 50:
+            assert time.monotonic() < deadline and not load.done(), "the write load never got going"
+            await asyncio.sleep(0.05)
+        killed_at = time.monotonic()
+        assert node(galera, old).kill()
+        while not acked or acked[-1][1] < killed_at or len([a for a in acked if a[1] > killed_at]) < 50:
+            assert time.monotonic() < killed_at + 30, "writes never continued after the writer was killed"
+            await asyncio.sleep(0.05)
+        stop.set()
+        await load
+        return acked, killed_at
+
+    acked, killed_at = asyncio.run(scenario())
+    before = max(t for _, t in acked if t <= killed_at)
+    gap = min(t for _, t in acked if t > killed_at) - before
+    print(f"Galera writer kill: write gap {gap:.2f}s, {len(acked)} rows acknowledged")
+    new = galera.galera.wait_writer()
+    assert new != old, "the writer port still reaches the killed node"
+
+    # The killed node rejoins: --wsrep-recover gives its position, so it catches up by IST, not SST.
+    log_size = node(galera, old).logfile.stat().st_size
+    assert galera.galera.up(new) == {old: "started"}
+    rejoin_log = node(galera, old).logfile.read_text(errors="replace")[log_size:]
+    assert "--wsrep-recover" not in rejoin_log  # (the recovery run logs to its own file)
+    assert "IST received" in rejoin_log or "Receiving IST" in rejoin_log, rejoin_log[-3000:]
+    report = wait_until(lambda: (r := galera.galera.report()) and not galera_problems(r) and r,
+                        "the cluster back to three Synced nodes")
+    wait_until(lambda: writer_backends(galera).get(old) == "UP", f"HAProxy sees {old} UP again")
+    assert galera.galera.writer() == new, "the writer flapped back to the rejoined node"
+
+    ids = {i for i, _ in acked}
+    for n in galera.galera.nodes:
+        rows = {r[0] for r in asyncio.run(query(n.port, galera, "SELECT id FROM writes"))}
+        assert ids <= rows, f"{n.name} lacks acknowledged rows {sorted(ids - rows)[:10]}"
+    assert report["nodes"][0]["cluster_size"] == 3
