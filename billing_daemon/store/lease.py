@@ -30,7 +30,10 @@ Late writes of a deposed holder: the sequencer numbers rows only while
 ``stream_heads.relay_epoch`` equals its own epoch, read under the row's FOR UPDATE lock
 (``billing_daemon/store/outbox.py``). A take writes the same row, so a numbering transaction
 of the old epoch either committed before the take or is refused (on one node by the row
-lock, across Galera nodes by certification of the two writes). What a deposed sender may
+lock, across Galera nodes by certification of the two writes). A relay paused inside its
+numbering transaction would hold that row lock, and with it every take, for as long as it
+is paused: the sequencer asks the server to end its transaction once idle for
+``SEQUENCER_IDLE_TIMEOUT`` (1 s). What a deposed sender may
 still send is numbered already and is idempotent by event id at the receiver.
 
 Assumes the Galera nodes' clocks agree to well under the TTL (NTP): a take on one node
@@ -108,9 +111,8 @@ class RelayLease:
 
     async def acquire(self, wake: Callable[[], None]) -> bool:
         self.conn = await connect_session(self.dsn)
-        sent = self.clock()
         try:
-            epoch = await self._take(self.conn)
+            epoch, sent = await self._take(self.conn)
         except pymysql.err.MySQLError as exc:
             if exc.args and exc.args[0] in RETRYABLE_CODES:  # a concurrent take won (Galera: certification failure)
                 return False
@@ -123,7 +125,9 @@ class RelayLease:
         log.info("relay_lease_taken", stream=self.stream, epoch=epoch)
         return True
 
-    async def _take(self, conn: aiomysql.Connection) -> int | None:
+    async def _take(self, conn: aiomysql.Connection) -> tuple[int | None, float]:
+        """The take's transaction: the new epoch (None if the lease is held) and when the
+        statement that set the committed expiry was sent."""
         await conn.begin()
         try:
             if await execute(conn, "UPDATE relay_leases SET owner = %s, epoch = epoch + 1,"
@@ -131,11 +135,17 @@ class RelayLease:
                                    " WHERE stream = %s AND expires_at <= NOW(6)",
                              (self.owner, self._ttl_us, self.stream)) != 1:
                 await conn.rollback()
-                return None
+                return None, 0.0
             epoch = int(await fetchval(conn, "SELECT epoch FROM relay_leases WHERE stream = %s", (self.stream,)))
+            # May wait for a deposed relay's sequencing transaction (the server ends one left idle:
+            # outbox.SEQUENCER_IDLE_TIMEOUT), so the expiry is set again after it, and the local
+            # deadline counts from there.
             await execute(conn, "UPDATE stream_heads SET relay_epoch = %s WHERE stream = %s", (epoch, self.stream))
+            sent = self.clock()
+            await execute(conn, "UPDATE relay_leases SET expires_at = NOW(6) + INTERVAL %s MICROSECOND"
+                                " WHERE stream = %s", (self._ttl_us, self.stream))
             await conn.commit()
-            return epoch
+            return epoch, sent
         except BaseException:
             await conn.rollback()
             raise

@@ -53,6 +53,10 @@ from protocol.messages import Event
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
 SEQUENCE_BATCH = 1000  # rows numbered per sequencing transaction at most (bounds the UPDATE's size)
+# Seconds the server lets the relay's numbering transaction sit idle before ending it (and the
+# session): a relay frozen mid-transaction (SIGSTOP, a VM pause) would otherwise hold the
+# stream's head row, and with it the next relay's lease take and numbering, until it woke.
+SEQUENCER_IDLE_TIMEOUT = 1
 
 
 class Fenced(RuntimeError):
@@ -89,6 +93,9 @@ class Outbox:
     async def _sequence(self, conn: aiomysql.Connection, limit: int) -> int:
         """Number up to ``limit`` committed, unnumbered rows in id order; returns the stream's last_seq."""
         await conn.rollback()  # a pooled session may hold a read's open transaction: SET would refuse
+        fenced = self.epoch is not None
+        if fenced:  # a relay paused inside this transaction must not hold the head (and every lease take)
+            await execute(conn, f"SET SESSION idle_transaction_timeout = {SEQUENCER_IDLE_TIMEOUT}")
         await execute(conn, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
         await conn.begin()
         try:
@@ -114,6 +121,8 @@ class Outbox:
         except BaseException:
             await conn.rollback()
             raise
+        if fenced:  # the pooled session goes back to other work without the sequencer's limit
+            await execute(conn, "SET SESSION idle_transaction_timeout = DEFAULT")
         self._numbered = max(self._numbered, last)
         return last
 
