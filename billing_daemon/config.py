@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.runtime.config import (ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreSettings, Rate, check_link_receiver, check_link_sender, fraction, host_list,
+from deploy.runtime.config import (ConfigError, ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreSettings, Rate, check_link_receiver, check_link_sender, fraction, host_list,
                                    load,
                                    logins_per_address_setting, logins_per_email_setting,
                                    non_negative_int, port, positive_float, positive_int, rate_limit_setting,
@@ -31,6 +31,14 @@ class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreS
     bridge_port: int = setting("TICKETFLOW_BRIDGE_LINK_PORT", 7002, port, "the bridge's stream receiver port")
     relay_poll: float = setting("TICKETFLOW_BILLING_RELAY_POLL_SECONDS", 0.25, positive_float,
                                 "outbox poll interval (MariaDB has no LISTEN; local writes wake the relay at once)")
+    relay_lease_ttl: float = setting("TICKETFLOW_BILLING_RELAY_LEASE_SECONDS", 3.0, positive_float,
+                                     "the relay lease's lifetime on MariaDB's clock: a standby takes over this long "
+                                     "after a holder dies without giving it up (SIGKILL, a lost host); more than "
+                                     "three renew intervals")
+    relay_lease_renew: float = setting("TICKETFLOW_BILLING_RELAY_LEASE_RENEW_SECONDS", 0.5, positive_float,
+                                       "how often the relay holder renews its lease; it stops relaying by its own "
+                                       "clock TTL - 2 x this after its last successful renewal was sent, even if "
+                                       "MariaDB cannot be reached")
     payment_success_rate: float = setting("TICKETFLOW_PAYMENT_SUCCESS_RATE", 1.0, fraction,
                                           "share of mock charges approved")
     payment_seed: int | None = setting("TICKETFLOW_PAYMENT_SEED", None, optional_int,
@@ -67,6 +75,9 @@ class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreS
     def __post_init__(self) -> None:
         check_link_receiver(self, "TICKETFLOW_BILLING_LINK_LISTEN_HOST", self.link_host)
         check_link_sender(self, "TICKETFLOW_BRIDGE_LINK_HOST", self.bridge_host, self.bridge_port)
+        if self.relay_lease_ttl <= 3 * self.relay_lease_renew:
+            raise ConfigError("TICKETFLOW_BILLING_RELAY_LEASE_SECONDS", str(self.relay_lease_ttl),
+                              "must be more than three times TICKETFLOW_BILLING_RELAY_LEASE_RENEW_SECONDS")
 
 
 def load_settings() -> Settings:

@@ -26,9 +26,12 @@ observe the difference.
 The sequence on the wire stays gap-free: one transaction gives k rows k consecutive
 numbers, and only numbered rows are ever read.
 
-Galera (issue 12): the sequencer's UPDATEs are certified cluster-wide, so two sequencers
-on two nodes would conflict and one would retry — correct but wasteful; the relay must be
-picked by the lease, not by GET_LOCK (local to one node). AUTO_INCREMENT ids are time
+Fencing (issue 12): the relay is picked by a lease (billing_daemon/store/lease.py) whose
+every take bumps an epoch and writes it to ``stream_heads.relay_epoch``. A relay numbers
+only under its own epoch (``Outbox.epoch``, checked in step 1 under the row lock): a
+deposed relay's late numbering raises :class:`Fenced` and numbers nothing, so two relays
+never interleave numbers. Under Galera the take and the sequencer both write that row, so
+certification orders them cluster-wide. AUTO_INCREMENT ids are time
 ordered only within one node (``auto_increment_offset`` interleaves nodes): every writer
 must reach the cluster through one writer node, as billing_daemon/streams.py already asks.
 """
@@ -50,11 +53,22 @@ from protocol.messages import Event
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
 SEQUENCE_BATCH = 1000  # rows numbered per sequencing transaction at most (bounds the UPDATE's size)
+# Seconds the server lets the relay's numbering transaction sit idle before ending it (and the
+# session): a relay frozen mid-transaction (SIGSTOP, a VM pause) would otherwise hold the
+# stream's head row, and with it the next relay's lease take and numbering, until it woke.
+SEQUENCER_IDLE_TIMEOUT = 1
+
+
+class Fenced(RuntimeError):
+    """The relay lease moved to another epoch: this process may no longer number the stream."""
 
 
 class Outbox:
     def __init__(self, db: MariaDB) -> None:
         self.db = db
+        # The relay lease's epoch this process numbers under (set when its relay takes the
+        # lease); None: unfenced, for tools and tests that number directly.
+        self.epoch: int | None = None
         self.on_emit: list[Callable[[], None]] = []  # run after a commit that wrote rows (wakes the relay)
         self._numbered = 0  # the highest seq this process knows is assigned (a lower bound of last_seq)
 
@@ -79,11 +93,17 @@ class Outbox:
     async def _sequence(self, conn: aiomysql.Connection, limit: int) -> int:
         """Number up to ``limit`` committed, unnumbered rows in id order; returns the stream's last_seq."""
         await conn.rollback()  # a pooled session may hold a read's open transaction: SET would refuse
+        fenced = self.epoch is not None
+        if fenced:  # a relay paused inside this transaction must not hold the head (and every lease take)
+            await execute(conn, f"SET SESSION idle_transaction_timeout = {SEQUENCER_IDLE_TIMEOUT}")
         await execute(conn, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED")  # the next transaction only
         await conn.begin()
         try:
-            last = int(await fetchval(conn, "SELECT last_seq FROM stream_heads WHERE stream = %s FOR UPDATE",
-                                      (OUT_STREAM,)))
+            head = await fetchone(conn, "SELECT last_seq, relay_epoch FROM stream_heads WHERE stream = %s FOR UPDATE",
+                                  (OUT_STREAM,))
+            if self.epoch is not None and head["relay_epoch"] != self.epoch:
+                raise Fenced(f"the relay lease is at epoch {head['relay_epoch']}, this relay's is {self.epoch}")
+            last = int(head["last_seq"])
             ids = [r["id"] for r in await fetchall(
                 conn, "SELECT id FROM outbox FORCE INDEX (outbox_unsequenced) WHERE stream = %s AND seq IS NULL"
                       " ORDER BY id LIMIT %s", (OUT_STREAM, limit))]
@@ -101,6 +121,8 @@ class Outbox:
         except BaseException:
             await conn.rollback()
             raise
+        if fenced:  # the pooled session goes back to other work without the sequencer's limit
+            await execute(conn, "SET SESSION idle_transaction_timeout = DEFAULT")
         self._numbered = max(self._numbered, last)
         return last
 

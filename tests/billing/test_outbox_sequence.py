@@ -212,7 +212,7 @@ async def test_the_migration_keeps_the_numbers_of_rows_written_before_it():
                 await conn.commit()
 
             await database.run(before_0007, idempotent=False)
-            assert await BillingStore(database).migrate() == ["0007_outbox_sequenced_by_relay"]
+            assert (await BillingStore(database).migrate())[0] == "0007_outbox_sequenced_by_relay"  # later ones follow
             outbox = Outbox(database)
             await database.transaction(lambda c: outbox.emit(c, "ticket.checked_in", checked_in("new")),
                                        idempotent=False)
