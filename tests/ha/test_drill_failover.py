@@ -41,6 +41,7 @@ def private_ha(tmp_path, monkeypatch):
         "TICKETFLOW_HA_PG_PORT": free_port_block(3), "TICKETFLOW_HA_PATRONI_PORT": free_port_block(3),
         "TICKETFLOW_HA_RW_PORT": free_port(), "TICKETFLOW_HA_RO_PORT": free_port(),
         "TICKETFLOW_HA_STATS_PORT": free_port(),
+        "TICKETFLOW_HA_RABBITMQ_NODES": 0,  # these drills' daemons use the local RabbitMQ
     }.items():
         monkeypatch.setenv(name, str(value))
 
