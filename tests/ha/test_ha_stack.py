@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
 HA = HASettings()
 HA_PORTS = [HA.rw_port, HA.ro_port, HA.stats_port,
-            *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port) for i in range(3))]
+            *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port,
+                                    HA.rabbit_amqp_port, HA.rabbit_dist_port) for i in range(3))]
 
 
 def listening(port: int) -> bool:
@@ -84,7 +85,7 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     bootstrap = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"HA bootstrap from nothing: {bootstrap:.1f}s")
-    assert up.stdout.count("initialised and started") == 7, up.stdout  # etcd x3, pg x3, haproxy
+    assert up.stdout.count("initialised and started") == 10, up.stdout  # etcd x3, pg x3, haproxy, rabbitmq x3
 
     topology = ha()
     report = topology.report()
@@ -102,12 +103,12 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
 
     env = dict(line.split("=", 1) for line in ha_stack("env").stdout.splitlines())
     assert f":{HA.rw_port}/" in env["TICKETFLOW_PG_DSN"], env
-    assert {"TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL", "TICKETFLOW_TOKEN_PUBLIC_KEYS"} <= set(env)
+    assert {"TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL", "TICKETFLOW_AMQP_URLS", "TICKETFLOW_TOKEN_PUBLIC_KEYS"} <= set(env)
     asyncio.run(write_through_rw(env["TICKETFLOW_PG_DSN"], int(leader["host"].rsplit(":", 1)[1])))
     assert asyncio.run(wait_for_row(env["TICKETFLOW_PG_REPLICA_DSN"])) == "survived"
 
     down = ha_stack("down")
-    assert down.returncode == 0 and down.stdout.count("stopped") == 7, down.stdout
+    assert down.returncode == 0 and down.stdout.count("stopped") == 10, down.stdout
     assert [s for s in topology.servers if s.running()] == []
     assert [p for p in HA_PORTS if listening(p)] == [], "an HA server still listens after down"
     shared = {s.name: s.status() for s in topology.shared}
