@@ -70,7 +70,8 @@ class Publisher:
             await self.close()
             try:
                 self.connection = await self.nodes.connect(timeout=5)
-                dead_letters = await dead_letter_queue_arguments(self.connection, self.names.dead_letter_queue)
+                dead_letters = await dead_letter_queue_arguments(self.connection, self.names.dead_letter_queue,
+                                                                 cluster=len(self.nodes.urls) > 1)
                 self.channel = await self.connection.channel(publisher_confirms=True)
                 self.exchange = await declare_topology(self.channel, self.names, dead_letter_arguments=dead_letters)
             except Exception as exc:

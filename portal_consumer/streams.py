@@ -67,7 +67,8 @@ class Consumer:
         while not self._stopping.is_set():
             try:
                 self._connection = await self.nodes.connect(timeout=5)
-                dead_letters = await dead_letter_queue_arguments(self._connection, self.names.dead_letter_queue)
+                dead_letters = await dead_letter_queue_arguments(self._connection, self.names.dead_letter_queue,
+                                                                 cluster=len(self.nodes.urls) > 1)
                 channel = await self._connection.channel(publisher_confirms=True)
                 await channel.set_qos(prefetch_count=self.settings.prefetch)
                 await declare_topology(channel, self.names, dead_letter_arguments=dead_letters)

@@ -6,7 +6,7 @@ Topology (declared idempotently by the bridge at start, and by the portal):
 - ``<prefix>.portal``: the portal's quorum queue, bound to ``payment.*``. Quorum queues
   are replicated in a cluster and count redeliveries (``x-delivery-count``).
 - ``<prefix>.dlx`` / ``<prefix>.portal.dlq``: where messages that keep failing end up,
-  with the reason in their headers (a quorum queue; an older classic one is kept).
+  with the reason in their headers (a quorum queue in a cluster, classic on one node).
 - ``<prefix>.bridge.position.<stream>``: a one-message quorum queue holding the last stream
   position the bridge published and had confirmed. The bridge keeps no state of
   its own; the broker keeps this for it. (It was a classic queue before the RabbitMQ
@@ -128,33 +128,36 @@ class Names:
 QUORUM = {"x-queue-type": "quorum"}
 
 
-async def dead_letter_queue_arguments(connection: aio_pika.abc.AbstractConnection, name: str) -> dict[str, Any]:
-    """The arguments to declare the dead-letter queue with: a quorum queue's, unless a classic one exists.
+async def dead_letter_queue_arguments(connection: aio_pika.abc.AbstractConnection, name: str,
+                                      cluster: bool) -> dict[str, Any]:
+    """The arguments to declare the dead-letter queue with: a quorum queue's in a cluster, else a classic one's.
 
-    A classic queue lives on one node and is unusable while that node is down (the
-    declaration fails), so in a cluster the dead-letter queue is a quorum queue. A
-    classic dead-letter queue from before (a single-node local stack) is kept as it
-    is: it may hold dead letters, and on one node it has no other node to lose.
-    Checked on a channel of its own (a refused declaration closes its channel).
+    A classic queue lives on one node and is unusable while that node is down (even
+    declaring it fails), so with a list of nodes the dead-letter queue is a quorum
+    queue. On a single node (the local topology) it stays classic, as before: that is
+    what operators' tools declare. Whatever type already exists is kept (a queue's type
+    cannot change, and it may hold dead letters). Checked on a channel of its own (a
+    refused declaration closes its channel).
     """
+    preferred, other = (QUORUM, {}) if cluster else ({}, QUORUM)
     channel = await connection.channel()
     try:
-        await channel.declare_queue(name, durable=True, arguments=QUORUM)
-        return QUORUM
+        await channel.declare_queue(name, durable=True, arguments=preferred)
+        return preferred
     except aiormq.exceptions.ChannelPreconditionFailed:
-        log.warning("dead_letter_queue_is_classic", queue=name)
-        return {}
+        log.warning("dead_letter_queue_type_kept", queue=name, quorum=bool(other))
+        return other
     finally:
         if not channel.is_closed:
             await channel.close()
 
 
 async def declare_topology(channel: aio_pika.abc.AbstractChannel, names: Names, delivery_limit: int = 20,
-                           dead_letter_arguments: dict[str, Any] = QUORUM) -> aio_pika.abc.AbstractExchange:
+                           dead_letter_arguments: dict[str, Any] | None = None) -> aio_pika.abc.AbstractExchange:
     """Declare everything (idempotent); returns the events exchange."""
     exchange = await channel.declare_exchange(names.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
     dlx = await channel.declare_exchange(names.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-    dlq = await channel.declare_queue(names.dead_letter_queue, durable=True, arguments=dead_letter_arguments)
+    dlq = await channel.declare_queue(names.dead_letter_queue, durable=True, arguments=dead_letter_arguments or {})
     await dlq.bind(dlx)
     portal = await channel.declare_queue(names.portal_queue, durable=True, arguments={
         **QUORUM,

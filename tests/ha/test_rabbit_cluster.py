@@ -68,7 +68,7 @@ def test_the_cluster_forms_with_three_running_nodes(cluster):
 async def test_a_queue_leader_kill_under_load_loses_nothing_and_both_sides_move_to_a_live_node(cluster, tmp_path):
     names = Names(f"tf-rabbit-{uuid.uuid4().hex[:8]}")
     connection = await aio_pika.connect(cluster.nodes[0].url())
-    await declare_topology(await connection.channel(), names)
+    await declare_topology(await connection.channel(), names, dead_letter_arguments={"x-queue-type": "quorum"})
     await connection.close()
     leader = cluster.leader_of(names.portal_queue)
     urls = [leader.url(), *(n.url() for n in cluster.nodes if n is not leader)]  # the victim first
@@ -87,7 +87,7 @@ async def test_a_queue_leader_kill_under_load_loses_nothing_and_both_sides_move_
     total, step = 1200, 20
     try:
         queues = {q["name"]: q for q in cluster.quorum_queues()}
-        for name in (names.portal_queue, names.position_queue(IN_STREAM)):
+        for name in (names.portal_queue, names.position_queue(IN_STREAM), names.dead_letter_queue):
             await wait_until(lambda: name in {q["name"] for q in cluster.quorum_queues()}, 20, f"{name} declared")
             queues = {q["name"]: q for q in cluster.quorum_queues()}
             assert len(queues[name]["members"]) == 3, queues[name]  # a quorum queue on every node
