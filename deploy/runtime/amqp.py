@@ -202,6 +202,10 @@ async def declare_position_queue(connection: aio_pika.abc.AbstractConnection, na
         await old.delete(if_unused=False, if_empty=False)
         await channel.declare_queue(name, durable=True, arguments=position_queue_arguments())
         if message is not None:
+            # A fresh channel: RabbitMQ 3.10 crashes a channel that publishes to a queue it saw
+            # deleted and declared again with another type (INTERNAL_ERROR closes the connection).
+            await channel.close()
+            channel = await connection.channel(publisher_confirms=True)
             await channel.default_exchange.publish(
                 aio_pika.Message(message.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=name)
         log.warning("position_queue_converted_to_quorum", queue=name, kept_record=message is not None)

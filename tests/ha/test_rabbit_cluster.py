@@ -21,7 +21,7 @@ from bridge_daemon.streams import IN_STREAM
 from deploy.ops.stack.rabbitmq_cluster import RabbitCluster
 from deploy.ops.stack.settings import HASettings, stack_settings
 from deploy.ops.stack.topology import format_rabbit, report_problems
-from deploy.runtime.amqp import Names, declare_topology
+from deploy.runtime.amqp import Names, declare_topology, position_queue_arguments
 from portal_consumer.config import Settings as PortalSettings
 from portal_consumer.streams import Consumer
 from tests.bridge.test_bridge import payments, sender_for
@@ -131,3 +131,26 @@ async def test_a_queue_leader_kill_under_load_loses_nothing_and_both_sides_move_
         bridge.kill()
     await asyncio.to_thread(leader.up)  # rejoins the cluster
     assert await asyncio.to_thread(cluster.wait_formed) == "3 nodes running"
+
+
+async def test_a_classic_position_queue_from_before_becomes_a_quorum_queue_keeping_its_record():
+    """An existing local stack (one node) migrates: the bridge's old classic position queue is converted."""
+    from deploy.runtime.amqp import declare_position_queue
+    from tests.support.stack import stack_env
+
+    name = Names(f"tf-rabbit-{uuid.uuid4().hex[:8]}").position_queue(IN_STREAM)
+    connection = await aio_pika.connect(stack_env()["TICKETFLOW_AMQP_URL"])
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(name, durable=True, arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+        await channel.default_exchange.publish(aio_pika.Message(b'{"stream":"payments","position":41}'),
+                                               routing_key=name)
+        await declare_position_queue(connection, name)
+        await declare_position_queue(connection, name)  # idempotent once converted
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, durable=True, arguments=position_queue_arguments())  # quorum now
+        message = await queue.get(no_ack=True, fail=False, timeout=5)
+        assert message is not None and message.body == b'{"stream":"payments","position":41}'
+        await channel.queue_delete(name)
+    finally:
+        await connection.close()
