@@ -13,12 +13,20 @@ lives in the broker (a one-message queue written after each confirmed batch).
 If that is ever lost the bridge reports 0, billing replays its retained
 outbox, and consumers drop the duplicates by message id: a loss of
 efficiency, never of data.
+
+RabbitMQ may be a cluster (``TICKETFLOW_AMQP_URLS``): the bridge connects to the
+first node that answers. A batch whose publishes are nacked (a quorum queue lost
+its leader) or left unconfirmed (the bridge's node died) is published again,
+whole, on a fresh channel (the next node if the old one is gone) until the
+confirm timeout runs out: the messages confirmed the first time become
+duplicates the portal drops by message id; none is ever skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 import aio_pika
@@ -26,7 +34,9 @@ import structlog
 
 from bridge_daemon.config import Settings
 from deploy.runtime.aio import within
-from deploy.runtime.amqp import Names, declare_topology, to_message
+from deploy.runtime.amqp import (Names, Nodes, dead_letter_queue_arguments, declare_position_queue, declare_topology,
+                                 position_queue_arguments, to_message)
+from deploy.runtime.backoff import Backoff
 from protocol.messages import Event
 
 log = structlog.get_logger("bridge")
@@ -41,6 +51,7 @@ class Publisher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.names = Names(settings.amqp_prefix)
+        self.nodes = Nodes(settings.amqp_nodes)
         self.connection: aio_pika.abc.AbstractConnection | None = None
         self.channel: aio_pika.abc.AbstractChannel | None = None
         self.exchange: aio_pika.abc.AbstractExchange | None = None
@@ -58,13 +69,17 @@ class Publisher:
                 return
             await self.close()
             try:
-                self.connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+                self.connection = await self.nodes.connect(timeout=5)
+                dead_letters = await dead_letter_queue_arguments(self.connection, self.names.dead_letter_queue,
+                                                                 cluster=len(self.nodes.urls) > 1)
                 self.channel = await self.connection.channel(publisher_confirms=True)
-                self.exchange = await declare_topology(self.channel, self.names)
+                self.exchange = await declare_topology(self.channel, self.names, dead_letter_arguments=dead_letters)
             except Exception as exc:
+                if self.connection is not None:  # a node that connects but cannot serve: try it last
+                    self.nodes.lost()
                 await self.close()
                 raise BrokerUnavailable(f"RabbitMQ unavailable: {exc!r}") from exc
-            log.info("broker_connected", exchange=self.names.exchange)
+            log.info("broker_connected", exchange=self.names.exchange, node=self.nodes.label)
 
     async def start(self) -> None:
         """Declare the topology at start if the broker is there; later calls retry if not."""
@@ -94,18 +109,40 @@ class Publisher:
         """Every message of the batch in flight at once; returns when RabbitMQ confirmed them all.
 
         The previous batch's position record is confirmed alongside (see ``save_position``).
+        A nack, a lost connection or a missing confirm publishes the whole batch again on a
+        fresh connection (a node that died is tried last) until ``confirm_timeout`` is spent;
+        then the batch fails and billing resends it.
         """
         saving, self._saving = self._saving, None
-        await self._ensure()
-        assert self.exchange is not None
-        exchange = self.exchange
-        try:
-            await within(self.settings.confirm_timeout, asyncio.gather(
-                *(exchange.publish(to_message(e), routing_key=e.type) for e in events),
-                *([saving] if saving is not None else [])))
-        except Exception as exc:
-            await self.close()  # unknown which messages were confirmed: reconnect, billing resends
-            raise BrokerUnavailable(f"publish not confirmed: {exc!r}") from exc
+        deadline = time.monotonic() + self.settings.confirm_timeout
+        backoff = Backoff(base=0.05, cap=1.0)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._ensure()
+                assert self.exchange is not None
+                exchange = self.exchange
+                await within(max(0.01, deadline - time.monotonic()), asyncio.gather(
+                    *(exchange.publish(to_message(e), routing_key=e.type) for e in events),
+                    *([saving] if saving is not None else [])))
+                if attempt > 1:
+                    log.info("batch_republished", attempt=attempt, messages=len(events), node=self.nodes.label,
+                             seq=events[-1].seq)
+                return
+            except Exception as exc:
+                # Unknown which messages were confirmed: publish them all again (duplicates are dropped
+                # by message id downstream; a skipped message would be lost).
+                saving = None  # a failed position record leaves the older one; the next batch records anew
+                if not self.connected:  # the node went away with the batch: try it last
+                    self.nodes.lost()
+                await self.close()
+                delay = backoff.next_delay()
+                if time.monotonic() + delay >= deadline:
+                    raise BrokerUnavailable(f"publish not confirmed after {attempt} attempts: {exc!r}") from exc
+                if attempt == 1:
+                    log.warning("batch_not_confirmed", reason=repr(exc), messages=len(events), seq=events[-1].seq)
+                await asyncio.sleep(delay)
 
     async def position(self, stream: str) -> int:
         await self.settle()
@@ -162,10 +199,12 @@ class Publisher:
     async def _position_queue(self, stream: str) -> aio_pika.abc.AbstractQueue:
         assert self.channel is not None
         if stream not in self._position_queues:
-            # One message, the newest: each save pushes the previous one out. Declared once per channel.
+            # A quorum queue holding one message, the newest. Declared once per channel.
+            assert self.connection is not None
+            name = self.names.position_queue(stream)
+            await declare_position_queue(self.connection, name)  # converts a classic one, once
             self._position_queues[stream] = await self.channel.declare_queue(
-                self.names.position_queue(stream), durable=True,
-                arguments={"x-max-length": 1, "x-overflow": "drop-head"})
+                name, durable=True, arguments=position_queue_arguments())
         return self._position_queues[stream]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deploy.runtime.amqp import amqp_urls_setting, url_list
 from deploy.runtime.config import (ServiceSettings, amqp_prefix_setting, amqp_url_setting, port,
                                    positive_float, positive_int, service_token_setting, setting,
                                    token_public_keys_setting)
@@ -16,6 +17,7 @@ class Settings(ServiceSettings):
     pg_dsn: str = setting("TICKETFLOW_PORTAL_PG_DSN", "postgresql://ticketflow:ticketflow@127.0.0.1:17432/ticketflow",
                           str, "PostgreSQL for the dedupe record and notifications")
     amqp_url: str = amqp_url_setting()
+    amqp_urls: str = amqp_urls_setting()
     amqp_prefix: str = amqp_prefix_setting()
     prefetch: int = setting("TICKETFLOW_PORTAL_PREFETCH", 32, positive_int, "unacked messages held at once")
     max_attempts: int = setting("TICKETFLOW_PORTAL_MAX_ATTEMPTS", 5, positive_int,
@@ -35,3 +37,7 @@ class Settings(ServiceSettings):
                            "POST each notification here as JSON (retried with backoff); unset: log only")
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
+
+    @property
+    def amqp_nodes(self) -> list[str]:
+        return url_list(self.amqp_url, self.amqp_urls)

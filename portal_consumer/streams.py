@@ -29,7 +29,8 @@ import aio_pika
 import structlog
 
 from deploy.runtime.aio import wait_event
-from deploy.runtime.amqp import MalformedMessage, Names, declare_topology, from_message
+from deploy.runtime.amqp import (MalformedMessage, Names, Nodes, dead_letter_queue_arguments, declare_topology,
+                                 from_message)
 from deploy.runtime.backoff import Backoff
 from deploy.runtime.http import DependencyUnavailable
 from portal_consumer.config import Settings
@@ -47,6 +48,7 @@ class Consumer:
         self.settings = settings
         self.finalizer = finalizer
         self.names = Names(settings.amqp_prefix)
+        self.nodes = Nodes(settings.amqp_nodes)  # a cluster: the first node that answers, the next when it dies
         self.on_processed = on_processed or (lambda: None)
         self.connected = False
         self.processed = 0
@@ -64,15 +66,17 @@ class Consumer:
         backoff = Backoff(base=0.2, cap=5.0)
         while not self._stopping.is_set():
             try:
-                self._connection = await aio_pika.connect(self.settings.amqp_url, timeout=5)
+                self._connection = await self.nodes.connect(timeout=5)
+                dead_letters = await dead_letter_queue_arguments(self._connection, self.names.dead_letter_queue,
+                                                                 cluster=len(self.nodes.urls) > 1)
                 channel = await self._connection.channel(publisher_confirms=True)
                 await channel.set_qos(prefetch_count=self.settings.prefetch)
-                await declare_topology(channel, self.names)
+                await declare_topology(channel, self.names, dead_letter_arguments=dead_letters)
                 dlx = await channel.get_exchange(self.names.dead_letter_exchange)
                 queue = await channel.get_queue(self.names.portal_queue)
                 self.connected = True
                 backoff.reset()
-                log.info("consuming", queue=self.names.portal_queue)
+                log.info("consuming", queue=self.names.portal_queue, node=self.nodes.label)
                 in_flight: set[asyncio.Task] = set()
                 try:
                     async with queue.iterator() as messages:
@@ -91,7 +95,8 @@ class Consumer:
                 raise
             except Exception as exc:
                 if not self._stopping.is_set():
-                    log.warning("broker_connection_lost", reason=repr(exc))
+                    log.warning("broker_connection_lost", reason=repr(exc), node=self.nodes.label)
+                    self.nodes.lost()  # reconnect to the next node first
             finally:
                 self.connected = False
                 if self._connection is not None and not self._connection.is_closed:

@@ -42,6 +42,7 @@ def private_ha(tmp_path, monkeypatch):
         "TICKETFLOW_HA_RW_PORT": free_port(), "TICKETFLOW_HA_RO_PORT": free_port(),
         "TICKETFLOW_HA_STATS_PORT": free_port(),
         "TICKETFLOW_HA_GALERA": 0,  # PostgreSQL drills: billing runs on a fresh database of the local MariaDB
+        "TICKETFLOW_HA_RABBITMQ_NODES": 0,  # these drills' daemons use the local RabbitMQ
     }.items():
         monkeypatch.setenv(name, str(value))
 

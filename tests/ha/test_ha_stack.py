@@ -25,7 +25,8 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]
 HA = HASettings()
 HA_PORTS = [HA.rw_port, HA.ro_port, HA.stats_port, HA.mariadb_writer_port,
             *(base + i for base in (HA.etcd_client_port, HA.etcd_peer_port, HA.pg_port, HA.rest_port,
-                                    HA.galera_port, HA.galera_repl_port) for i in range(3))]
+                                    HA.galera_port, HA.galera_repl_port, HA.rabbit_amqp_port,
+                                    HA.rabbit_dist_port) for i in range(3))]
 
 
 def listening(port: int) -> bool:
@@ -85,7 +86,8 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     bootstrap = time.monotonic() - started
     assert up.returncode == 0, up.stdout + up.stderr
     print(f"HA bootstrap from nothing: {bootstrap:.1f}s")
-    assert up.stdout.count("initialised and started") == 10, up.stdout  # etcd x3, pg x3, galera x3, haproxy
+    # etcd x3, pg x3, galera x3, haproxy, rabbitmq x3
+    assert up.stdout.count("initialised and started") == 13, up.stdout
 
     topology = ha()
     report = topology.report()
@@ -107,12 +109,13 @@ def test_ha_stack_comes_up_with_a_synchronous_standby_writes_and_keeps_data_acro
     env = dict(line.split("=", 1) for line in ha_stack("env").stdout.splitlines())
     assert f":{HA.rw_port}/" in env["TICKETFLOW_PG_DSN"], env
     assert f":{HA.mariadb_writer_port}/" in env["TICKETFLOW_MARIADB_DSN"], env  # billing on the Galera writer
-    assert {"TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL", "TICKETFLOW_TOKEN_PUBLIC_KEYS"} <= set(env)
+    assert {"TICKETFLOW_MARIADB_DSN", "TICKETFLOW_AMQP_URL", "TICKETFLOW_AMQP_URLS",
+            "TICKETFLOW_TOKEN_PUBLIC_KEYS"} <= set(env)
     asyncio.run(write_through_rw(env["TICKETFLOW_PG_DSN"], int(leader["host"].rsplit(":", 1)[1])))
     assert asyncio.run(wait_for_row(env["TICKETFLOW_PG_REPLICA_DSN"])) == "survived"
 
     down = ha_stack("down")
-    assert down.returncode == 0 and down.stdout.count("stopped") == 10, down.stdout
+    assert down.returncode == 0 and down.stdout.count("stopped") == 13, down.stdout
     assert [s for s in topology.servers if s.running()] == []
     assert [p for p in HA_PORTS if listening(p)] == [], "an HA server still listens after down"
     shared = {s.name: s.status() for s in topology.shared}

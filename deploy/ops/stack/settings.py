@@ -36,6 +36,13 @@ def stack_settings() -> StackSettings:
     return load(StackSettings)
 
 
+def _rabbit_nodes(raw: str) -> int:
+    nodes = int(raw)
+    if nodes not in (0, 3):
+        raise ValueError("3 (a RabbitMQ cluster) or 0 (the local topology's RabbitMQ)")
+    return nodes
+
+
 @dataclass(frozen=True)
 class HASettings:
     """The HA topology's own directory and ports (node ``i`` of 3 uses ``base + i - 1``)."""
@@ -62,6 +69,17 @@ class HASettings:
     # name=public port:replica port,replica port;... -> one HTTP frontend per daemon with /ready checks
     frontends: str = setting("TICKETFLOW_HA_FRONTENDS", "", str,
                              "HTTP frontends, e.g. 'reservation=8083:18083,18093;billing=8084:18084,18094'")
+
+    # RabbitMQ x3 (issue 12): 0 leaves the daemons on the local topology's single RabbitMQ.
+    rabbit_nodes: int = setting("TICKETFLOW_HA_RABBITMQ_NODES", 3, _rabbit_nodes,
+                                "RabbitMQ cluster nodes (3, or 0: use the local topology's RabbitMQ)")
+    rabbit_amqp_port: int = setting("TICKETFLOW_HA_RABBITMQ_AMQP_PORT", 17701, port, "RabbitMQ AMQP, first node")
+    rabbit_dist_port: int = setting("TICKETFLOW_HA_RABBITMQ_DIST_PORT", 17711, port,
+                                    "RabbitMQ inter-node (Erlang distribution), first node")
+    rabbit_epmd_port: int = setting("TICKETFLOW_HA_RABBITMQ_EPMD_PORT", 17720, port,
+                                    "the RabbitMQ cluster's private epmd")
+    rabbit_ctl_port_min: int = setting("TICKETFLOW_HA_RABBITMQ_CTL_PORT_MIN", 17740, port,
+                                       "first of ten ports for rabbitmqctl's own distribution")
 
     def directory(self, stack: StackSettings) -> Path:
         return self.root if self.root is not None else stack.root / "ha"

@@ -23,6 +23,7 @@ from deploy.ops.stack.mariadb import MariaDB
 from deploy.ops.stack.patroni import PatroniNode, cluster
 from deploy.ops.stack.postgres import Postgres
 from deploy.ops.stack.rabbitmq import RabbitMQ
+from deploy.ops.stack.rabbitmq_cluster import RabbitCluster
 from deploy.ops.stack.server import Server, StackError
 from deploy.ops.stack.settings import HASettings, StackSettings, ha_settings, stack_settings
 
@@ -108,14 +109,17 @@ class HATopology(Topology):
     galera: GaleraCluster | None = None  # MariaDB Galera x3 behind HAProxy's writer port (TICKETFLOW_HA_GALERA)
     shared: list[Server] = field(default_factory=list)
     ready_timeout: float = 120.0
+    rabbit: RabbitCluster | None = None  # RabbitMQ x3 (TICKETFLOW_HA_RABBITMQ_NODES=0: the shared local one)
 
     def up(self) -> dict[str, str]:
         self.install()
         states = {s.name: (s.up() if not s._probe_ok() else "already up (shared with the local topology)")
                   for s in self.shared}
-        # Galera beside etcd and Patroni (it depends on neither); its writer is known once HAProxy runs.
-        with ThreadPoolExecutor(1) as pool:
+        # Galera and the RabbitMQ cluster beside etcd and Patroni (they depend on neither); Galera's
+        # writer is known once HAProxy runs.
+        with ThreadPoolExecutor(2) as pool:
             galera = pool.submit(self.galera.up, self.galera.writer()) if self.galera else None
+            rabbit = pool.submit(self.rabbit.up) if self.rabbit is not None else None
             # etcd before Patroni (it holds the leader lock), Patroni before HAProxy (its health checks).
             states.update(_each(list(self.etcd), "up"))
             states.update(_each(list(self.nodes), "up"))
@@ -124,6 +128,8 @@ class HATopology(Topology):
             if galera is not None:
                 states.update(galera.result())
                 states["galera writer"] = self.galera.wait_writer()
+            if rabbit is not None:
+                states.update(rabbit.result())
         asyncio.run(self._ensure_database())
         if self.keys is not None:
             states["keys"] = self.keys.ensure()
@@ -194,6 +200,8 @@ class HATopology(Topology):
         if followers:
             states.update(_each(followers, "stop"))
         states.update({e.name: e.stop() for e in self.etcd if e.name in etcd_leaders})
+        if self.rabbit is not None:
+            states.update(self.rabbit.down())
         return states
 
     def status(self) -> dict[str, str]:
@@ -211,6 +219,8 @@ class HATopology(Topology):
             merged.update(server.env())
         if self.galera is not None:  # billing's MariaDB: the Galera writer, through HAProxy
             merged.update(self.galera.env())
+        if self.rabbit is not None:
+            merged.update(self.rabbit.env())
         if self.keys is not None:
             merged.update(self.keys.env())
         return merged
@@ -231,6 +241,7 @@ class HATopology(Topology):
             + ([{"error": pg["error"]}] if "error" in pg else []),
             "etcd": cluster_members(self.etcd),
             "haproxy": backends,
+            **({"rabbitmq": self.rabbit.report()} if self.rabbit is not None else {}),
         }
 
 
@@ -243,10 +254,13 @@ def ha(settings: StackSettings | None = None, ha_config: HASettings | None = Non
     proxy = HAProxy(own, ha_config)
     galera_nodes = [GaleraNode(own, ha_config, i) for i in range(1, ha_config.nodes + 1)] if ha_config.galera else []
     galera = GaleraCluster(galera_nodes, ha_config, own) if galera_nodes else None
-    # The local MariaDB stays a shared server even with Galera: what an operator's explicit
-    # TICKETFLOW_MARIADB_DSN (or a test's fresh database) may point at; env() names the Galera writer.
-    return HATopology("ha", [*etcd, *nodes, *galera_nodes, proxy], Keys(settings.root), etcd=etcd, nodes=nodes,
-                      proxy=proxy, galera=galera, shared=[MariaDB(settings), RabbitMQ(settings)])
+    rabbit = RabbitCluster(own, ha_config) if ha_config.rabbit_nodes else None
+    # The local MariaDB and RabbitMQ stay shared servers beside Galera and the RabbitMQ cluster: what an
+    # operator's explicit TICKETFLOW_MARIADB_DSN / TICKETFLOW_AMQP_URL (or a test's fresh database) may
+    # point at; env() names the Galera writer and the cluster's nodes.
+    return HATopology("ha", [*etcd, *nodes, *galera_nodes, proxy, *(rabbit.nodes if rabbit else [])],
+                      Keys(settings.root), etcd=etcd, nodes=nodes, proxy=proxy, galera=galera, rabbit=rabbit,
+                      shared=[MariaDB(settings), RabbitMQ(settings)])
 
 
 def report_problems(report: dict) -> list[str]:
@@ -265,6 +279,12 @@ def report_problems(report: dict) -> list[str]:
     rw_up = [b["server"] for b in report["haproxy"] if b.get("proxy") == "postgres_rw" and b.get("status") == "UP"]
     if len(rw_up) != 1:
         problems.append(f"HAProxy's read-write port routes to {len(rw_up)} nodes")
+    rabbit = report.get("rabbitmq")
+    if rabbit is not None:
+        down = [n["name"] for n in rabbit["nodes"] if not n["running"]]
+        if down:
+            problems.append(f"RabbitMQ nodes not running in the cluster: {', '.join(down)}")
+        problems += [f"quorum queue {q['name']} has no leader" for q in rabbit["quorum_queues"] if not q["leader"]]
     return problems + galera_problems(report.get("galera"))
 
 
@@ -309,7 +329,21 @@ def format_report(report: dict) -> str:
             lines.append(f"  {b['error']}")
             continue
         lines.append(f"  {b['proxy'] + '/' + b['server']:<20} {b['status']:<6} {b['check']}  sessions {b['sessions']}")
+    if "rabbitmq" in report:
+        lines += format_rabbit(report["rabbitmq"])
     return "\n".join(lines)
+
+
+def format_rabbit(rabbit: dict) -> list[str]:
+    lines = ["rabbitmq cluster:"]
+    for n in rabbit["nodes"]:
+        lines.append(f"  {n['name']:<8} {'running' if n['running'] else 'DOWN':<8} {n['node']}  port {n['port']}")
+    lines.append("quorum queues (leader, members online):")
+    if not rabbit["quorum_queues"]:
+        lines.append("  none declared yet (the bridge and the portal declare theirs)")
+    for q in rabbit["quorum_queues"]:
+        lines.append(f"  {q['name']:<40} leader {q['leader'] or 'NONE'}  {len(q['online'])}/{len(q['members'])}")
+    return lines
 
 
 TOPOLOGIES = {"local": local, "ha": ha}
