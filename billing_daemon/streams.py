@@ -20,7 +20,7 @@ relies on is per node.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from billing_daemon.config import Settings
 from billing_daemon.store.inbox import Inbox
