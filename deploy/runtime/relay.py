@@ -1,10 +1,13 @@
 """Outbox relays with exactly one active copy across replicas.
 
-A relay runs only while it holds a database lock (PostgreSQL advisory lock,
-MariaDB GET_LOCK) on a dedicated session. A replica that dies loses its
-session and so its lock; a standby's next attempt takes over. Two relays
+A relay runs only while it holds its stream's leader lock (:class:`LeaderLock`):
+the reservation daemon's is a PostgreSQL advisory lock on a dedicated session
+(a replica that dies loses its session and so its lock); billing's is a lease
+row that holds across a Galera cluster (billing_daemon/store/lease.py), which a
+dead holder loses at its expiry. A standby's next attempt takes over. Two relays
 overlapping briefly (a holder cut off but not yet noticed) is harmless: the
-receiver keeps one connection per stream and resumes from its durable position.
+receiver keeps one connection per stream and resumes from its durable position,
+and a deposed relay's numbering is fenced.
 """
 
 from __future__ import annotations
