@@ -50,8 +50,9 @@ env: $(VENV)/.installed
 clean: stop
 	rm -rf $(VENV) .stack .pytest_cache .hypothesis
 
-# The HA topology (etcd x3, PostgreSQL x3 under Patroni, HAProxy; MariaDB and RabbitMQ still the
-# local ones) and the daemons on it. `make stop` stops it too; `make status-ha` shows its cluster.
+# The HA topology (etcd x3, PostgreSQL x3 under Patroni, MariaDB Galera x3, RabbitMQ x3, HAProxy) and
+# the daemons on it (two reservation and two billing replicas). `make stop` stops it too;
+# `make status-ha` shows its cluster.
 run-ha: setup
 	$(TICKETFLOW) stack up --topology ha
 	@echo
