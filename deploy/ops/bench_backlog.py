@@ -45,7 +45,7 @@ import aiohttp
 import aiomysql
 import asyncpg
 
-from deploy.ops.bench_sql import _with_database
+from deploy.ops.bench_sql import pg_database
 from deploy.ops.ports import free_port
 from deploy.ops.reports import publish
 from deploy.ops.stack.keys import Keys
@@ -72,24 +72,6 @@ BULK_HOLD = ("SELECT count(*) FILTER (WHERE r.outcome = 'held')"
 
 
 # --- throwaway databases ---------------------------------------------------------------
-
-
-@asynccontextmanager
-async def pg_database(base_dsn: str, prefix: str) -> AsyncIterator[str]:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(base_dsn, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield _with_database(base_dsn, name)
-    finally:
-        admin = await asyncpg.connect(_with_database(base_dsn, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 def _maria_connect(dsn: MariaDsn, database: str | None = None, autocommit: bool = True) -> Any:

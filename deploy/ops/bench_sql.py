@@ -34,6 +34,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -89,6 +91,25 @@ def find_pgbench() -> str | None:
 def _with_database(dsn: str, name: str) -> str:
     parts = urlsplit(dsn)
     return urlunsplit(parts._replace(path="/" + name))
+
+
+@asynccontextmanager
+async def pg_database(base_dsn: str, prefix: str) -> AsyncIterator[str]:
+    """A throwaway database on the stack's PostgreSQL, dropped afterwards (also on error or Ctrl-C)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_with_database(base_dsn, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield _with_database(base_dsn, name)
+    finally:
+        admin = await asyncpg.connect(_with_database(base_dsn, "postgres"))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
 
 
 async def prepare(dsn: str, seats: int) -> uuid.UUID:
@@ -173,15 +194,8 @@ async def run(seconds: int, clients: list[int], seats: int) -> dict[str, Any]:
     if pgbench is None:
         raise RuntimeError("pgbench not found (Debian's postgresql client package provides it)")
     base = daemon_env(stack_settings())["TICKETFLOW_PG_DSN"]
-    name = f"tf_bench_holds_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(_with_database(base, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = _with_database(base, name)
     runs: list[dict[str, Any]] = []
-    try:
+    async with pg_database(base, "tf_bench_holds") as dsn:
         await prepare(dsn, seats)
         with tempfile.TemporaryDirectory(prefix="tf-bench-sql-") as tmp:
             scripts = _write_scripts(tmp)
@@ -191,12 +205,6 @@ async def run(seconds: int, clients: list[int], seats: int) -> dict[str, Any]:
                     await _reset(dsn)
                     figures = await asyncio.to_thread(_pgbench, pgbench, dsn, scripts[kind], seats, n, seconds)
                     runs.append({"statement": kind, "clients": n, **figures, "held": await _held(dsn)})
-    finally:
-        admin = await asyncpg.connect(_with_database(base, "postgres"))
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
     version = (await asyncio.to_thread(subprocess.run, [pgbench, "--version"], capture_output=True, text=True,
                                        check=False)).stdout.strip()
     by = {(r["statement"], r["clients"]): r for r in runs}

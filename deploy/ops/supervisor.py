@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from deploy.ops.daemons import (
@@ -61,19 +62,31 @@ def _http(method: str, url: str, body: dict | None = None, headers: dict | None 
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None:
+def _wait_ok(url: str, timeout: float, failing: Callable[[], str | None] = lambda: None) -> bool:
+    """Poll ``url`` until it answers 200 (True) or ``timeout`` passes (False); ``failing`` says why to give up."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.running_pid(pidfile) is None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
-            raise RuntimeError(f"exited during start-up; last lines of {log}:\n{tail}")
+        reason = failing()
+        if reason is not None:
+            raise RuntimeError(reason)
         try:
             if _http("GET", url)[0] == 200:
-                return
+                return True
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"not ready after {timeout:.0f}s; see {log}")
+    return False
+
+
+def _wait_ready(url: str, pidfile: Path, log: Path, timeout: float = 30) -> None:
+    def exited() -> str | None:
+        if process.running_pid(pidfile) is not None:
+            return None
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        return f"exited during start-up; last lines of {log}:\n{tail}"
+
+    if not _wait_ok(url, timeout, exited):
+        raise RuntimeError(f"not ready after {timeout:.0f}s; see {log}")
 
 
 def daemon_env(settings: StackSettings) -> dict[str, str]:
@@ -156,15 +169,9 @@ def start_all(settings: StackSettings) -> dict[str, str]:
 
 
 def _wait_frontend(url: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if _http("GET", url)[0] == 200:
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"HAProxy's frontend {url} not ready after {timeout:.0f}s (ticketflow stack status --topology ha)")
+    if not _wait_ok(url, timeout):
+        raise RuntimeError(f"HAProxy's frontend {url} not ready after {timeout:.0f}s "
+                           "(ticketflow stack status --topology ha)")
 
 
 def stop_all(settings: StackSettings) -> dict[str, bool]:
