@@ -20,6 +20,7 @@ from deploy.runtime.aio import Background, every, keep_running, prune_step
 from deploy.runtime.auth import TokenIssuer, TokenVerifier, auth_middleware
 from deploy.runtime.config import require
 from deploy.runtime.http import make_app, start_http
+from deploy.runtime.web import cors_middleware
 from deploy.runtime.mysql import MariaDB
 from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
@@ -64,7 +65,8 @@ class BillingDaemon:
         await self.db.start()
         app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware, api.refusals], api.route_limits(self.settings),
-                       auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked))
+                       auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked),
+                       outer=[cors_middleware(self.settings.page_origins)])  # the buyer's pages call billing
         app[api.DEPS] = api.Deps(self.settings, self.store, self.payments, self.accounts, self.issuer)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from deploy.runtime.config import (ConfigError, ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreSettings, Rate, check_link_receiver, check_link_sender, fraction, host_list,
                                    load,
                                    logins_per_address_setting, logins_per_email_setting,
-                                   non_negative_int, port, positive_float, positive_int, rate_limit_setting,
+                                   non_negative_int, page_origins_setting, port, positive_float, positive_int, rate_limit_setting,
                                    rate, rate_limits_enabled_setting, setting, token_public_keys_setting)
 
 
@@ -66,6 +66,7 @@ class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreS
     token_ttl: float = setting("TICKETFLOW_TOKEN_TTL_SECONDS", 900.0, positive_float,
                                "lifetime of a login token; other daemons honour a logout when it ends")
     rate_limit: int = rate_limit_setting()
+    page_origins: tuple[str, ...] = page_origins_setting()
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     logins_per_address: Rate = logins_per_address_setting()
     logins_per_email: Rate = logins_per_email_setting()

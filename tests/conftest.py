@@ -11,6 +11,7 @@ DIRECTORY_MARKS = {
     "reservation": ("stack",),
     "billing": ("stack",),
     "e2e": ("stack", "slow"),
+    "browser": ("stack", "browser"),
     "ha": ("ha",),
 }
 

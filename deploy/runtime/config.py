@@ -288,6 +288,23 @@ def idempotency_hours_setting() -> Any:
     return setting("TICKETFLOW_IDEMPOTENCY_HOURS", 24.0, positive_float, "how long an Idempotency-Key is remembered")
 
 
+def origin_list(raw: str) -> tuple[str, ...]:
+    """``scheme://host[:port]`` origins, comma-separated (a page's origin, as a browser sends it)."""
+    import re
+
+    origins = tuple(part.strip().rstrip("/") for part in raw.split(",") if part.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[^/\s]+", origin):
+            raise ValueError(f"{origin!r} is not an origin like http://host:port")
+    return origins
+
+
+def page_origins_setting() -> Any:
+    return setting("TICKETFLOW_PAGE_ORIGINS", ("http://127.0.0.1:8083", "http://localhost:8083"), origin_list,
+                   "origins of the pages whose scripts call this daemon's API from a browser (CORS); default "
+                   "the reservation daemon's public URL, where the buyer's pages are served")
+
+
 def rate_limit_setting() -> Any:
     return setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
                    "requests per second per client address (0 = unlimited)")

@@ -422,17 +422,18 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
 def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
              middlewares: Sequence[Callable[..., Any]] = (),
              limited: Mapping[tuple[str, str], RouteLimit] | None = None, *,
-             auth: Callable[..., Any] | None = None) -> web.Application:
+             auth: Callable[..., Any] | None = None, outer: Sequence[Callable[..., Any]] = ()) -> web.Application:
     """An aiohttp app with the shared error envelope, the access rules (``auth``, from
     :func:`deploy.runtime.auth.auth_middleware`), per-client limiting if ``rate_limit`` > 0,
-    then ``middlewares``.
+    then ``middlewares``. ``outer`` middlewares wrap all of these (CORS: its headers go on
+    errors too, and a preflight is answered before authentication).
 
     ``limited`` marks routes with a :class:`RouteLimit`, by ``(method, path)`` as
     declared in ``routes``, e.g. ``{("POST", "/api/sessions"): logins}``; the check
     runs just before the handler, so after every middleware (authentication
     included). A key that names no route is a start-up error.
     """
-    chain = [error_middleware]
+    chain = [*outer, error_middleware]
     if rate_limit > 0:  # before authentication: a flood of bad tokens is limited too
         chain.append(RateLimiter(rate_limit).middleware)
     if auth is not None:

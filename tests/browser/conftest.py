@@ -1,0 +1,52 @@
+"""The browser-test base every page's tests share: Debian's chromium driven by Playwright for Python.
+
+- ``browser``: a headless chromium launched from the system's ``/usr/bin/chromium`` (installed by
+  deploy/bootstrap.sh; never ``playwright install``: these machines reach no browser download site).
+- ``screenshot(page, name)``: writes ``docs/screenshots/<name>.png`` (committed; the README shows it).
+- No sleeps: wait with Playwright's ``expect(...)`` / ``wait_for`` and an explicit timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("TICKETFLOW_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+EXPECT_TIMEOUT_MS = 10_000
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright, expect
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium (sh deploy/bootstrap.sh)")
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def new_page(browser, width: int = 1100, height: int = 800):
+    """A page in a fresh context (its own storage: another person), with console errors collected."""
+    context = await browser.new_context(viewport={"width": width, "height": height})
+    page = await context.new_page()
+    page.errors = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+    return page
+
+
+async def screenshot(page, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    await page.screenshot(path=str(path), full_page=True)
+    return path
