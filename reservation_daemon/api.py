@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +28,11 @@ from deploy.runtime.http import (Conflict, DependencyUnavailable, NotFound, Unpr
                                  idempotency, json_response, read_json, service_routes)
 from deploy.runtime.ids import uuid7
 from deploy.runtime.peer import Peer
+from deploy.runtime.web import PAGE_SETTINGS, Pages, PageSettings
 from reservation_daemon.config import Settings
-from reservation_daemon.openapi import SPEC
+from reservation_daemon.openapi import PAGES, SPEC
 from reservation_daemon.release import ReleaseCheck
+from reservation_daemon.seatstream import SeatFeed
 from reservation_daemon.store import Outcome, Page, ReservationStore, Section, UnknownCursor
 
 
@@ -41,6 +44,7 @@ class Deps:
     store: ReservationStore
     billing: Peer
     release_check: ReleaseCheck
+    seat_feed: SeatFeed
 
 
 DEPS = web.AppKey("reservation_deps", Deps)
@@ -210,6 +214,31 @@ async def list_seats(request: web.Request) -> web.Response:
     return _page_response(f'{{"event_id":"{event_id}","seats":', page)
 
 
+async def seat_stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events of the event's seat changes (reservation_daemon.seatstream); public like the seat map."""
+    deps = _deps(request)
+    event_id = _event_id(request)
+    known, _ = await deps.store.event_organizer(event_id)
+    if not known:
+        raise NotFound("no such event", code="EVENT_NOT_FOUND")
+    return await deps.seat_feed.serve(request, str(event_id))
+
+
+# --- pages -------------------------------------------------------------------------
+
+WEB = Path(__file__).parent / "web"
+
+
+BUYER_PAGES = Pages(WEB, {path: file for path, (file, _) in PAGES.items()})
+
+
+def page_settings(settings: Settings) -> PageSettings:
+    """What the buyer's pages are told (README, "The buyer's pages"): billing's public URL (they sign up,
+    log in and pay there) and the per-hold limit; their data comes from the JSON API above and billing's."""
+    billing = (settings.public_billing_url or settings.billing_url).rstrip("/")
+    return PageSettings({"billing": billing, "max_seats": str(settings.max_seats)}, connect=(billing,))
+
+
 # --- holds -------------------------------------------------------------------------
 
 def _holder(request: web.Request, body: dict) -> str:
@@ -335,10 +364,12 @@ def routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance
         web.get("/api/events/{event_id}", get_event),
         web.patch("/api/events/{event_id}", change_event),
         web.get("/api/events/{event_id}/seats", list_seats),
+        web.get("/api/events/{event_id}/seat-stream", seat_stream),
         web.post("/api/reserve", reserve_one),
         web.post("/api/reservations", reserve_many),
         web.get("/api/reservations/{reservation_id}", get_reservation),
         web.delete("/api/reservations/{reservation_id}", cancel),
         web.post("/api/reservations/{reservation_id}/confirm", confirm),
         web.post("/api/reservations/{reservation_id}/release", release),
+        *BUYER_PAGES.routes(),
     ]

@@ -19,6 +19,7 @@ from deploy.runtime.service import instance_name
 from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
 from reservation_daemon.release import ReleaseCheck
+from reservation_daemon.seatstream import SeatFeed
 from reservation_daemon.store import ReservationStore
 from reservation_daemon.streams import make_relay
 
@@ -36,6 +37,10 @@ class ReservationDaemon:
         self.billing = Peer(settings.billing_url, ServiceToken(settings.service_token_file), settings.peer_timeout)
         self.release_check = ReleaseCheck(self.billing)
         self.relay, self.wakeups = make_relay(settings, self.store, node=self.instance)
+        self.seat_feed = SeatFeed(settings.pg_dsn, self.store, poll=settings.seat_stream_poll,
+                                  queue_limit=settings.seat_stream_queue,
+                                  max_viewers=settings.seat_stream_max_viewers,
+                                  heartbeat=settings.seat_stream_heartbeat)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -61,7 +66,8 @@ class ReservationDaemon:
         app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
                        auth=auth_middleware(api.SPEC, self.verifier))
-        app[api.DEPS] = api.Deps(self.settings, self.store, self.billing, self.release_check)
+        app[api.PAGE_SETTINGS] = api.page_settings(self.settings)
+        app[api.DEPS] = api.Deps(self.settings, self.store, self.billing, self.release_check, self.seat_feed)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)
@@ -82,8 +88,10 @@ class ReservationDaemon:
         self.background.spawn("pruner", lambda: jobs.prune_old_rows(self.settings, self.store))
         self.background.spawn("seat_counts", lambda: jobs.settle_seat_counts(self.store))
         self.background.spawn("relay", self.relay.run)
+        self.background.spawn("seat_feed", self.seat_feed.run)
 
     async def stop(self) -> None:
+        await self.seat_feed.close()  # open seat streams end, so the server's shutdown need not wait for them
         if self._runner is not None:
             await self._runner.cleanup()  # stop accepting, finish in-flight requests
         await self.relay.stop()

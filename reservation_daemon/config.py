@@ -37,6 +37,20 @@ class Settings(ServiceSettings, LinkSenderSettings, StoreSettings):
                                "whether a sold reservation really was refunded before its seats are released")
     peer_timeout: float = setting("TICKETFLOW_PEER_TIMEOUT_SECONDS", 5.0, positive_float,
                                   "timeout of each call to another daemon")
+    seat_stream_poll: float = setting("TICKETFLOW_SEAT_STREAM_POLL_SECONDS", 0.5, positive_float,
+                                      "the seat streams' reader reads new changes at least this often (the "
+                                      "NOTIFY of each numbering batch wakes it at once; this covers a lost one)")
+    seat_stream_heartbeat: float = setting("TICKETFLOW_SEAT_STREAM_HEARTBEAT_SECONDS", 15.0, positive_float,
+                                           "a comment on a quiet seat stream this often (keeps proxies from "
+                                           "closing it); a write stuck this long closes the stream")
+    seat_stream_queue: int = setting("TICKETFLOW_SEAT_STREAM_QUEUE", 256, positive_int,
+                                     "changes buffered per seat-stream viewer; one further behind is dropped "
+                                     "(its browser reconnects and resumes)")
+    seat_stream_max_viewers: int = setting("TICKETFLOW_SEAT_STREAM_MAX_VIEWERS", 10_000, positive_int,
+                                           "open seat streams per process; more are 503 STREAM_CAPACITY")
+    public_billing_url: str = setting("TICKETFLOW_PUBLIC_BILLING_URL", "", str,
+                                      "billing's API as a browser reaches it (the buyer's pages sign up, log in "
+                                      "and pay there); empty: TICKETFLOW_BILLING_URL")
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     holds_per_subject: Rate = holds_per_subject_setting()
     holds_per_address: Rate = holds_per_address_setting()

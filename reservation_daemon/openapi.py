@@ -10,6 +10,14 @@ from typing import Any
 
 from deploy.runtime.auth import BUYER, ORGANIZER, SERVICE, access
 from deploy.runtime.openapi import TIME, UUID, document, error, json_body, path_uuid, ref
+from deploy.runtime.web import openapi_paths
+
+# The buyer's pages: route -> (file in reservation_daemon/web/, what it shows).
+PAGES = {
+    "/": ("index.html", "the events on sale"),
+    "/events/{event_id}": ("event.html", "an event's live seat map: choose, hold, pay, tickets"),
+    "/orders": ("orders.html", "my orders and tickets"),
+}
 
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
@@ -103,6 +111,22 @@ PATHS: dict[str, Any] = {
             "422": error("VALIDATION_FAILED: a bad status filter or limit, or an after that names no seat of "
                          "this event"),
             "503": COMMON_ERRORS["503"]}}},
+    "/api/events/{event_id}/seat-stream": {"get": {
+        "summary": "Server-sent events of the event's seat status changes, live (public, like the seat map)",
+        "description": "text/event-stream. `ready` {position} first; then `seats` {event_id, seats: [{id, status}]} "
+                       "per change, its `id` the reservation stream's seq; a reconnect with `Last-Event-ID` "
+                       "replays the missed changes, or sends `reset` {position} (reload the seat map) when they "
+                       "are too old; `dropped` {reason: slow_consumer} before closing a viewer that fell behind; a "
+                       "`: heartbeat` comment on a quiet stream.",
+        **access(),
+        "parameters": [path_uuid("event_id"), {"name": "Last-Event-ID", "in": "header", "required": False,
+                                               "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {
+            "schema": {"type": "string"}}}},
+            "404": error("EVENT_NOT_FOUND"),
+            "503": error("DEPENDENCY_UNAVAILABLE: the database is unavailable or the stream is starting; "
+                         "STREAM_CAPACITY: this server streams to its maximum of viewers; retry after "
+                         "Retry-After")}}},
     "/api/reserve": {"post": {
         "summary": "Hold one seat (the simple form existing clients use). user_id may be omitted and, if "
                    "present, must be the caller's; a service names the buyer it acts for",
@@ -206,6 +230,8 @@ SCHEMAS: dict[str, Any] = {
                                    "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
                                    "created_at": TIME, "expires_at": TIME}},
 }
+
+PATHS.update(openapi_paths({path: title for path, (_, title) in PAGES.items()}))
 
 SPEC = document(
     "TicketFlow reservation daemon",

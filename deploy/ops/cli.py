@@ -183,6 +183,12 @@ def _bench_backlog(args: argparse.Namespace) -> int:
     return main(args.events or 50_000, args.json_out)
 
 
+def _bench_viewers(args: argparse.Namespace) -> int:
+    from deploy.ops.bench_viewers import main
+
+    return main(args.viewers, _seconds(args, 5.0), args.hold_rate, args.json_out)
+
+
 def _bench_goals(args: argparse.Namespace) -> int:
     from deploy.ops.bench_goals import main
 
@@ -205,6 +211,9 @@ BENCH_MODES: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "backlog": ("N holds taken while billing is stopped, then a private billing drains them, beside plain "
                 "multi-row INSERTs of N orders (private daemons and throwaway databases, only the stack needed)",
                 _bench_backlog),
+    "viewers": ("--viewers open seat streams (SSE) of one event while seats are held at --hold-rate/s: delay "
+                "from each hold's commit to each viewer, p50/p95/p99/max, and the daemon's RSS per viewer "
+                "(a private reservation daemon, only the stack needed)", _bench_viewers),
     "goals": ("every figure of issue 13 in one run, each beside its same-run baseline, as one table of goals "
               "(needs the pipeline running: make run)", _bench_goals),
 }
@@ -446,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="backlog: reservation.created events in the backlog (default 50000); bridge: payment "
                        "events (default 20000)")
     bench.add_argument("--concurrency", type=int, default=16, help="simulated buyers (default 16)")
+    bench.add_argument("--viewers", type=int, default=500, help="viewers: open seat streams (default 500)")
+    bench.add_argument("--hold-rate", type=float, default=20.0, help="viewers: holds per second (default 20)")
     bench.add_argument("--no-baseline", action="store_true", help="skip the pgbench baseline")
     bench.add_argument("--json-out", metavar="FILE", help="also write the JSON report to FILE")
     bench.set_defaults(func=_bench)

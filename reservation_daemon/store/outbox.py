@@ -48,6 +48,31 @@ class OutboxStore:
         return await self.db.run(lambda c: c.fetchval("SELECT tf_sequence_outbox($1, $2)", STREAM, limit),
                                  idempotent=True)
 
+    # --- seat changes, read from the numbered stream (reservation_daemon.seatstream) -----------
+
+    async def numbered_head(self) -> int:
+        """The stream's last numbered seq, without numbering anything (a read, no lock)."""
+        return await self.db.run(lambda c: c.fetchval(
+            "SELECT last_seq FROM stream_heads WHERE stream = $1", STREAM), idempotent=True)
+
+    async def numbered_after(self, after: int, limit: int) -> list[asyncpg.Record]:
+        """(seq, type, data) of numbered events after ``after``, in seq order (the stream's own index)."""
+        return await self.db.run(lambda c: c.fetch(
+            "SELECT seq, type, data FROM outbox WHERE stream = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            STREAM, after, limit), idempotent=True)
+
+    async def numbered_of_event(self, event_id: str, after: int, upto: int) -> list[asyncpg.Record] | None:
+        """(seq, type, data) of one event's numbered events in (after, upto], or None if some are pruned."""
+        async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record] | None:
+            oldest = await conn.fetchval("SELECT min(seq) FROM outbox WHERE stream = $1 AND seq IS NOT NULL",
+                                         STREAM)
+            if after < upto and (oldest is None or oldest > after + 1):
+                return None
+            return await conn.fetch(
+                "SELECT seq, type, data FROM outbox WHERE stream = $1 AND seq > $2 AND seq <= $3"
+                " AND data->>'event_id' = $4 ORDER BY seq", STREAM, after, upto, event_id)
+        return await self.db.run(fetch, idempotent=True)
+
     async def record_ack(self, seq: int) -> None:
         await self.db.run(lambda c: c.execute(
             "UPDATE stream_heads SET acked_seq = greatest(acked_seq, $2), acked_at = now() WHERE stream = $1",

@@ -66,40 +66,58 @@ def csp(connect: Iterable[str] = ()) -> str:
             "form-action 'self'; frame-ancestors 'none'")
 
 
+@dataclass(frozen=True)
+class PageSettings:
+    """What a daemon's pages are told at serve time: ``values`` fill ``{{name}}`` in the HTML
+    (HTML-escaped, e.g. another daemon's public URL); ``connect`` names other origins the pages'
+    scripts may call (the CSP's connect-src). Put in ``app[PAGE_SETTINGS]``."""
+
+    values: Mapping[str, str]
+    connect: tuple[str, ...] = ()
+
+
+PAGE_SETTINGS = web.AppKey("ticketflow_page_settings", PageSettings)
+
+
 class Pages:
-    """A daemon's pages: ``pages`` maps a route path to an HTML file in ``own`` (the daemon's web dir).
+    """A daemon's pages: ``pages`` maps a route path to an HTML file in ``own`` (the daemon's web dir)."""
 
-    ``values`` fill ``{{name}}`` in the HTML (HTML-escaped), e.g. another daemon's public URL;
-    ``connect`` names other origins the pages' scripts may call (the CSP's connect-src).
-    """
-
-    def __init__(self, own: Path, pages: Mapping[str, str], values: Mapping[str, str] | None = None,
-                 connect: Iterable[str] = ()) -> None:
+    def __init__(self, own: Path, pages: Mapping[str, str]) -> None:
         self.assets: dict[str, _File] = {}
         for directory in (SHARED_ASSETS, own / "assets"):
             if directory.is_dir():
                 for path in sorted(directory.iterdir()):
                     if path.is_file() and not path.name.startswith("."):
                         self.assets[path.name] = _load(path)
-        self.pages: dict[str, _File] = {}
-        for route, name in pages.items():
-            text = (own / name).read_text(encoding="utf-8")
-            for key, value in (values or {}).items():
+        self.templates = {route: (own / name).read_text(encoding="utf-8") for route, name in pages.items()}
+        self._rendered: dict[str, _File] = {}
+        self._headers: dict[str, str] | None = None
+
+    def _settings(self, request: web.Request) -> PageSettings:
+        return request.config_dict.get(PAGE_SETTINGS) or PageSettings({})
+
+    def _page(self, request: web.Request, route: str) -> _File:
+        file = self._rendered.get(route)
+        if file is None:
+            text = self.templates[route]
+            for key, value in self._settings(request).values.items():
                 text = text.replace("{{" + key + "}}", html.escape(value, quote=True))
-            self.pages[route] = _load_text(text)
-        self.headers = {"Content-Security-Policy": csp(connect), "X-Content-Type-Options": "nosniff",
-                        "Referrer-Policy": "no-referrer"}
+            file = self._rendered[route] = _load_text(text)
+        return file
 
     def _answer(self, request: web.Request, file: _File, cache: str) -> web.Response:
-        headers = {**self.headers, "Cache-Control": cache, "ETag": file.etag}
+        if self._headers is None:
+            self._headers = {"Content-Security-Policy": csp(self._settings(request).connect),
+                             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+        headers = {**self._headers, "Cache-Control": cache, "ETag": file.etag}
         if request.headers.get("If-None-Match") == file.etag:
             return web.Response(status=304, headers=headers)
         return web.Response(body=file.body, headers={**headers, "Content-Type": file.content_type})
 
     def routes(self) -> list[web.RouteDef]:
-        def page(file: _File):
+        def page(route: str):
             async def handler(request: web.Request) -> web.Response:
-                return self._answer(request, file, "no-cache")
+                return self._answer(request, self._page(request, route), "no-cache")
             return handler
 
         async def asset(request: web.Request) -> web.Response:
@@ -108,8 +126,7 @@ class Pages:
                 raise web.HTTPNotFound()
             return self._answer(request, file, f"public, max-age={ASSET_MAX_AGE}")
 
-        return [*(web.get(route, page(file)) for route, file in self.pages.items()),
-                web.get("/assets/{name}", asset)]
+        return [*(web.get(route, page(route)) for route in self.templates), web.get("/assets/{name}", asset)]
 
 
 def _load_text(text: str) -> _File:

@@ -17,6 +17,11 @@
 --   the numbers last_seq+1 .. last_seq+n are all used.
 -- The numbering transaction commits with synchronous_commit on: a seq the relay sends must
 -- survive a crash of this server, or a later row could be given a seq billing already has.
+-- Rows numbered: one NOTIFY on tf_stream_numbered (payload: the stream), sent at commit. It is
+-- the seat streams' change signal (reservation_daemon/seatstream.py): every seat change is a
+-- row of this stream, so each daemon's one reader reads the newly numbered rows on it. One
+-- notification per numbering batch of the single active relay (at most every 2 ms), never
+-- per hold: writers still send nothing (issue 13).
 -- No nested loop: right after a burst of writes (a backlog built while billing was down) the
 -- table's statistics still say "no unnumbered row", and the planner's nested loop then joins
 -- every unnumbered row against every numbered one: 1,000 rows took 5.6 s, 5,000 took 39 s, on
@@ -45,6 +50,7 @@ BEGIN
     IF v_numbered > 0 THEN
         UPDATE stream_heads h SET last_seq = v_last + v_numbered WHERE h.stream = p_stream;
         PERFORM set_config('synchronous_commit', 'on', true);
+        PERFORM pg_notify('tf_stream_numbered', p_stream);
     END IF;
     RETURN v_last + v_numbered;
 END $$;
