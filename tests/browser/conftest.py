@@ -41,7 +41,12 @@ async def new_page(browser, width: int = 1100, height: int = 800):
     page = await context.new_page()
     page.errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.on("console", lambda msg: page.errors.append(msg.text) if msg.type == "error" else None)
+    # Script errors and CSP violations; an API answering 404 (an order not arrived yet) is expected and
+    # logged by chromium as "Failed to load resource", so failed loads are judged by what they were:
+    page.on("console", lambda msg: page.errors.append(msg.text)
+            if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
+    page.on("response", lambda r: page.errors.append(f"{r.status} {r.url}")
+            if r.status >= 400 and r.request.resource_type in ("document", "script", "stylesheet", "image") else None)
     return page
 
 
