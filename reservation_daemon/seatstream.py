@@ -161,12 +161,9 @@ class SeatFeed:
     async def read(self) -> None:
         """Fan out what was numbered since :attr:`position` (only the head moves when nobody watches)."""
         assert self.position is not None
-        self.reads += 1
         if not self.viewers:
-            head = await self.store.numbered_head()
-            if not self.viewers:  # nobody joined meanwhile (a viewer holds the position it joined at)
-                self.position = max(self.position, head)
-            return
+            return  # nobody watches: no query at all (the first viewer moves the position to the head)
+        self.reads += 1
         while True:
             rows = await self.store.numbered_after(self.position, READ_BATCH)
             for row in rows:
@@ -243,6 +240,10 @@ class SeatFeed:
 
     async def serve(self, request: web.Request, event_id: str) -> web.StreamResponse:
         last_id = _last_event_id(request)
+        if self.count == 0 and self.position is not None:
+            head = await self.store.numbered_head()  # unread while nobody watched: skip to the head
+            if self.count == 0:  # nobody joined meanwhile (a viewer keeps the position it joined at)
+                self.position = max(self.position, head)
         viewer = self.subscribe(event_id, last_id)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
