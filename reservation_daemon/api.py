@@ -28,7 +28,7 @@ from deploy.runtime.http import (Conflict, DependencyUnavailable, NotFound, Unpr
                                  idempotency, json_response, read_json, service_routes)
 from deploy.runtime.ids import uuid7
 from deploy.runtime.peer import Peer
-from deploy.runtime.web import PAGE_SETTINGS, Pages, PageSettings
+from deploy.runtime.web import Pages, PageSettings
 from reservation_daemon.config import Settings
 from reservation_daemon.openapi import PAGES, SPEC
 from reservation_daemon.release import ReleaseCheck
