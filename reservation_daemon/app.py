@@ -16,6 +16,7 @@ from deploy.runtime.peer import Peer, ServiceToken
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
+from deploy.runtime.web import PAGE_SETTINGS
 from reservation_daemon import api, jobs
 from reservation_daemon.config import Settings
 from reservation_daemon.release import ReleaseCheck
@@ -66,7 +67,7 @@ class ReservationDaemon:
         app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
                        auth=auth_middleware(api.SPEC, self.verifier))
-        app[api.PAGE_SETTINGS] = api.page_settings(self.settings)
+        app[PAGE_SETTINGS] = api.page_settings(self.settings)
         app[api.DEPS] = api.Deps(self.settings, self.store, self.billing, self.release_check, self.seat_feed)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
