@@ -27,11 +27,7 @@ galera2 numbers rows it never wrote itself (``wsrep_sync_wait=1`` makes its read
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 import time
-import uuid
 
 import aiohttp
 import aiomysql
@@ -45,13 +41,11 @@ from billing_daemon.store.outbox import OUT_STREAM
 from deploy.ops.stack.topology import HATopology
 from deploy.runtime.mysql import MariaDB, MariaDsn, connect_session
 from tests.billing.conftest import Pipeline
-from tests.helpers import wait_until
+from tests.support.lease_scenario import LEASE_ENV, relay_through_pause_and_kill
 from tests.support.stack import fresh_pg_database
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
-TTL, RENEW = "1.5", "0.25"
-LEASE_ENV = {"TICKETFLOW_BILLING_RELAY_LEASE_SECONDS": TTL, "TICKETFLOW_BILLING_RELAY_LEASE_RENEW_SECONDS": RENEW}
 ROUNDS = 40
 
 
@@ -122,7 +116,7 @@ async def test_two_nodes_racing_the_take_one_wins_every_round_and_the_loser_is_n
         barrier = asyncio.Barrier(2)
         epochs: dict[str, int] = {}
         leases = [spy(RelayLease(dsn, OUT_STREAM, ttl=3.0, renew_every=0.5,
-                                 on_epoch=lambda e, name=name: epochs.__setitem__(name, e)))
+                                 on_epoch=lambda e, name=name, epochs=epochs: epochs.__setitem__(name, e)))
                   for name, dsn in (("galera1", node1), ("galera2", node2))]
         try:
             won = await asyncio.gather(*(lease.acquire(lambda: None) for lease in leases))
@@ -145,25 +139,6 @@ async def test_two_nodes_racing_the_take_one_wins_every_round_and_the_loser_is_n
     assert losses["1213"] > 0, losses
 
 
-async def relay_state(session: aiohttp.ClientSession, service) -> str | None:
-    """'active', 'standby', or None if the replica did not answer (paused, dead)."""
-    try:
-        async with session.get(f"{service.api.base_url}/ready", timeout=aiohttp.ClientTimeout(total=0.3)) as r:
-            return (await r.json())["checks"]["relay"]
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError):
-        return None
-
-
-def log_events(service, start: int = 0) -> list[dict]:
-    events = []
-    for line in service.process.log_lines()[start:]:
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            pass
-    return events
-
-
 async def test_replicas_on_two_nodes_never_relay_at_once_through_a_paused_and_a_killed_holder(migrated, tmp_path):
     node1, node2 = migrated[:2]
     async with fresh_pg_database("tf_glbridge") as bridge_dsn, \
@@ -171,98 +146,11 @@ async def test_replicas_on_two_nodes_never_relay_at_once_through_a_paused_and_a_
         # pipeline.maria (the write load and the checks) goes through galera1 only.
         pipeline = Pipeline(None, node1, bridge_dsn, tmp_path, session)
         try:
-            await scenario(pipeline, session, node1, node2)
+            a = await pipeline.billing(TICKETFLOW_MARIADB_DSN=node1, **LEASE_ENV)
+            b = await pipeline.billing(TICKETFLOW_MARIADB_DSN=node2, **LEASE_ENV)
+            figures = await relay_through_pause_and_kill(pipeline, session, a, b)
+            print(f"replicas on two nodes: {figures}")
         finally:
             pipeline.stop()
 
 
-async def scenario(pipeline: Pipeline, session: aiohttp.ClientSession, node1: str, node2: str) -> None:
-    start_epoch = (await pipeline.maria("SELECT epoch FROM relay_leases WHERE stream = 'payments'"))[0]["epoch"]
-    start_seq = (await pipeline.maria("SELECT last_seq FROM stream_heads WHERE stream = 'payments'"))[0]["last_seq"]
-    assert start_seq == 0, "a fresh stream (the module's cluster is migrated for this test)"
-    a = await pipeline.billing(TICKETFLOW_MARIADB_DSN=node1, **LEASE_ENV)
-    b = await pipeline.billing(TICKETFLOW_MARIADB_DSN=node2, **LEASE_ENV)
-    pipeline.start_bridge_stand_in()
-    written: list[str] = []
-    samples: list[tuple[str | None, str | None]] = []
-    stop = asyncio.Event()
-
-    async def write_load() -> None:  # a writer's rows, unnumbered, all through galera1
-        while not stop.is_set():
-            marker = str(uuid.uuid4())
-            await pipeline.maria("INSERT INTO outbox (stream, event_id, type, data, created_at) VALUES"
-                                 " ('payments', %s, 'ticket.checked_in', %s, NOW(6))",
-                                 (marker, json.dumps({"id": marker})))
-            written.append(marker)
-            await asyncio.sleep(0.02)  # load pacing, not synchronisation
-
-    async def sample() -> None:
-        while not stop.is_set():
-            samples.append(tuple(await asyncio.gather(relay_state(session, a), relay_state(session, b))))
-
-    async def delivered_more(than: int) -> bool:
-        return len(await pipeline.bridge_events()) > than
-
-    async def is_(service, state: str) -> bool:
-        return await relay_state(session, service) == state
-
-    async def one_active() -> bool:
-        return sorted([await relay_state(session, a), await relay_state(session, b)]) == ["active", "standby"]
-
-    await wait_until(one_active, 20, "exactly one replica taking the relay lease")
-    tasks = [asyncio.create_task(write_load()), asyncio.create_task(sample())]
-    try:
-        await wait_until(lambda: delivered_more(20), 20, "the first holder relaying")
-        holder, other = (a, b) if await is_(a, "active") else (b, a)
-
-        # 1. The holder freezes (SIGSTOP) past the TTL: the replica on the other node takes over after expiry.
-        paused_at = time.monotonic()
-        os.kill(holder.process.proc.pid, signal.SIGSTOP)
-        try:
-            await wait_until(lambda: is_(other, "active"), 20, "the standby taking over from the paused holder")
-            took_over_after = time.monotonic() - paused_at
-            seen = len(await pipeline.bridge_events())
-            await wait_until(lambda: delivered_more(seen + 20), 20, "the new holder relaying")
-        finally:
-            woke_from = len(holder.process.log_lines())
-            os.kill(holder.process.proc.pid, signal.SIGCONT)
-        # Not before the lease expired: its last renewal was at most one renew interval before the pause.
-        assert took_over_after >= float(TTL) - 2 * float(RENEW), f"taken over {took_over_after:.2f}s into {TTL}s"
-
-        # 2. Woken, it finds its lease expired by its own clock and stands by, without relaying again.
-        def lost_on_waking() -> bool:
-            return any(e.get("event") == "relay_lease_lost" for e in log_events(holder, woke_from))
-
-        await wait_until(lost_on_waking, 10, "the woken holder noticing its lease is gone")
-        await wait_until(lambda: is_(holder, "standby"), 10, "the woken holder reporting standby")
-        seen = len(await pipeline.bridge_events())
-        await wait_until(lambda: delivered_more(seen + 20), 20, "the new holder still relaying")
-        after_wake = [e.get("event") for e in log_events(holder, woke_from)]
-        assert "relay_active" not in after_wake and "link_up" not in after_wake, (
-            f"the paused holder relayed again after waking: {after_wake}")
-
-        # 3. The new holder dies without giving the lease up: the woken one takes it after expiry.
-        killed_at = time.monotonic()
-        other.process.kill()
-        await wait_until(lambda: is_(holder, "active"), 20, "the first holder taking the lease back after a SIGKILL")
-        retaken_after = time.monotonic() - killed_at
-        seen = len(await pipeline.bridge_events())
-        await wait_until(lambda: delivered_more(seen + 20), 20, "relaying after the takeover")
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def all_delivered() -> bool:
-        return len(await pipeline.bridge_events()) >= len(written)
-
-    await wait_until(all_delivered, 30, f"all {len(written)} rows reaching the bridge stand-in")
-    events = await pipeline.bridge_events()
-    print(f"two nodes: {len(written)} rows, {len(samples)} samples, paused holder replaced after "
-          f"{took_over_after:.2f}s, killed holder after {retaken_after:.2f}s")
-    assert [e["seq"] for e in events] == list(range(1, len(written) + 1)), "a gap or a repeat in the stream"
-    assert [e["data"]["id"] for e in events] == written, "rows missing, repeated or out of write order"
-    assert not [s for s in samples if s == ("active", "active")], "both replicas relaying at once"
-    assert any(s[0] == "active" for s in samples) and any(s[1] == "active" for s in samples), \
-        "each node's replica relayed at some point"
-    lease = (await pipeline.maria("SELECT epoch FROM relay_leases WHERE stream = 'payments'"))[0]
-    assert lease["epoch"] == start_epoch + 3, "one take each: the first holder, the standby, the first holder again"
