@@ -21,7 +21,8 @@ galera2 numbers rows it never wrote itself (``wsrep_sync_wait=1`` makes its read
    after the expiry; the woken holder stands by without relaying again), then the new holder
    is SIGKILLed (the woken one takes the lease back after the expiry). Both replicas' relay
    state is sampled throughout: never both active. The bridge stand-in receives every row once,
-   gap-free, in write order.
+   gap-free, in write order. (The scenario is tests/support/lease_scenario.py, which
+   tests/billing/test_lease_replicas.py runs on one MariaDB.)
 """
 
 from __future__ import annotations
