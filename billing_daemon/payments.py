@@ -90,6 +90,25 @@ class ProcessLock:
     ``held`` is refreshed by :meth:`keep` once a second. While it is not held,
     this process starts no payment (503): other replicas would take its
     attempts for abandoned ones.
+
+    Why a node-local ``GET_LOCK`` is enough under Galera (issue 12), unlike the relay's
+    lease (billing_daemon/store/lease.py). This lock is not a single-runner guard: every
+    process holds its own, and the only question asked of it is "is the owner of this
+    attempt still alive?" (``IS_USED_LOCK``). Nothing relies on that answer for safety:
+    an attempt is resumed anyway once older than ``resolve_after``, the gateway charges
+    and refunds once per attempt id, :meth:`PaymentStore.finish` records once under the
+    attempt's row lock, and a charge landing after an early resume recorded "failed" is
+    refunded (``REFUND_LATE_CHARGE``). A wrong "gone" (the owner's lock is on another
+    node) therefore costs an early resume: a wasted gateway look-up, at worst a payment
+    whose charge had not reached the gateway yet ends failed and its late charge is
+    refunded; money is never lost or kept. It is also not wrong in the
+    deployed topology: billing reaches Galera through HAProxy's single-writer port,
+    which sends every session to one node and cuts them all when that node is marked
+    down (``on-marked-down shutdown-sessions``), so every process re-takes its lock on
+    the new writer within one ``keep`` interval. Replicas pointed at different nodes
+    directly (as tests/ha/test_galera_lease.py does for the relay) would see each
+    other's in-flight attempts as abandoned (the early resumes above), so the daemons
+    are not deployed that way (the outbox's numbering needs one writer node too).
     """
 
     def __init__(self, dsn: str, owner: str) -> None:

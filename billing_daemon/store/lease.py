@@ -31,9 +31,9 @@ Late writes of a deposed holder: the sequencer numbers rows only while
 (``billing_daemon/store/outbox.py``). A take writes the same row, so a numbering transaction
 of the old epoch either committed before the take or is refused (on one node by the row
 lock, across Galera nodes by certification of the two writes). A relay paused inside its
-numbering transaction would hold that row lock, and with it every take, for as long as it
-is paused: the sequencer asks the server to end its transaction once idle for
-``SEQUENCER_IDLE_TIMEOUT`` (1 s). What a deposed sender may
+numbering (or ack) transaction would hold that row lock, and with it every take, for as long
+as it is paused: the sequencer and the ack ask the server to end their transaction once idle
+for ``SEQUENCER_IDLE_TIMEOUT`` (1 s). What a deposed sender may
 still send is numbered already and is idempotent by event id at the receiver.
 
 Assumes the Galera nodes' clocks agree to well under the TTL (NTP): a take on one node

@@ -150,9 +150,18 @@ class Outbox:
 
     async def record_ack(self, seq: int) -> None:
         async def record(conn: aiomysql.Connection) -> None:
+            # The same row as the lease's take: a relay frozen between this UPDATE and its commit
+            # would hold every take (on one server) for as long as it is frozen, so the fenced
+            # relay bounds this transaction like the sequencer's.
+            fenced = self.epoch is not None
+            if fenced:
+                await conn.rollback()
+                await execute(conn, f"SET SESSION idle_transaction_timeout = {SEQUENCER_IDLE_TIMEOUT}")
             await execute(conn, "UPDATE stream_heads SET acked_seq = GREATEST(acked_seq, %s), acked_at = NOW(6)"
                                 " WHERE stream = %s", (seq, OUT_STREAM))
             await conn.commit()
+            if fenced:
+                await execute(conn, "SET SESSION idle_transaction_timeout = DEFAULT")
 
         await self.db.run(record, idempotent=True)
 
