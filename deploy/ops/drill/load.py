@@ -211,8 +211,12 @@ class Load:
 
     async def final_state(self, event_id: str) -> dict[str, Any]:
         """Orders (billing), every reservation they or the clients name (reservation), the seat map."""
-        outcome, status, code, body = await self.request(
-            "GET", f"{self.urls['billing']}/api/events/{event_id}/orders")
+        for _ in range(5):  # a read: retried (a busy machine can take longer than one request's timeout)
+            outcome, status, code, body = await self.request(
+                "GET", f"{self.urls['billing']}/api/events/{event_id}/orders")
+            if outcome == "ok":
+                break
+            await asyncio.sleep(0.5)
         if outcome != "ok":
             raise RuntimeError(f"could not read the event's orders: {status} {code}")
         orders = body["orders"]
