@@ -471,9 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pg-failover: SIGKILL the PostgreSQL leader's postmaster and Patroni (restarted as a replica); "
         "pg-switchover: planned, through Patroni's REST API; pg-replica-loss: SIGKILL the synchronous "
         "standby (restarted); lb-replica: SIGKILL a reservation replica then a billing replica; kill DAEMON: "
-        "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat.")
+        "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat; "
+        "mariadb-writer: SIGKILL the Galera node HAProxy's writer port routes to (restarted, rejoins by IST); "
+        "mariadb-node: SIGKILL a Galera node that is not the writer (restarted, rejoins); rabbitmq-node: SIGKILL "
+        "the RabbitMQ node leading the portal's quorum queue (restarted, rejoins), with the publishing stall.")
     drill.add_argument("name", choices=["pg-failover", "pg-switchover", "pg-replica-loss", "lb-replica", "kill",
-                                        "seed-concurrency"])
+                                        "seed-concurrency", "mariadb-writer", "mariadb-node", "rabbitmq-node"])
     drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ") or "
                        "replica (reservation-1, ...: `ticketflow status` lists them)")
     drill.add_argument("--duration", type=float, default=15.0,

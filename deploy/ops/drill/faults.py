@@ -137,8 +137,13 @@ def cluster_problems(topology: HATopology) -> list[str]:
             problems.append(b["error"])
         elif b["proxy"] == "postgres_ro" and b["server"] != lead and b["status"] != "UP":
             problems.append(f"HAProxy postgres_ro/{b['server']} is {b['status']}")
-        elif not b["proxy"].startswith("postgres_") and b["status"] != "UP":
+        elif not b["proxy"].startswith("postgres_") and b["status"] != "UP":  # incl. every Galera node
             problems.append(f"HAProxy {b['proxy']}/{b['server']} is {b['status']}")
+    # Galera (every node Synced in one Primary component of all, a writer) is in report_problems; so are the
+    # RabbitMQ nodes and quorum queue leaders. A rejoined node must also be back as a member of each queue.
+    for q in (report.get("rabbitmq") or {}).get("quorum_queues", []):
+        if q["online"] != q["members"]:
+            problems.append(f"quorum queue {q['name']}: {len(q['online'])} of {len(q['members'])} members online")
     return problems
 
 
@@ -411,3 +416,7 @@ FAULTS: dict[str, Callable[[], Fault]] = {
     "pg-failover": PgFailover, "pg-switchover": PgSwitchover, "pg-replica-loss": PgReplicaLoss,
     "lb-replica": LbReplica,
 }
+
+# The Galera and RabbitMQ faults register themselves here (FAULTS["mariadb-writer"], ...); imported last, so the
+# names it takes from this module exist whichever of the two is imported first.
+import deploy.ops.drill.cluster_faults  # noqa: E402,F401

@@ -86,13 +86,14 @@ class Load:
             timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self.session
 
-    async def request(self, method: str, url: str, body: dict | None = None,
-                      key: str | None = None) -> tuple[str, int | None, str | None, dict]:
+    async def request(self, method: str, url: str, body: dict | None = None, key: str | None = None,
+                      timeout: float | None = None) -> tuple[str, int | None, str | None, dict]:
         """(outcome, status, error code, body) of one request, never raising for the network."""
         assert self.session is not None
         headers = {"Idempotency-Key": key} if key else {}
+        extra = {"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}
         try:
-            async with self.session.request(method, url, json=body, headers=headers) as resp:
+            async with self.session.request(method, url, json=body, headers=headers, **extra) as resp:
                 try:
                     data = await resp.json(content_type=None)
                 except ValueError:
@@ -211,8 +212,12 @@ class Load:
 
     async def final_state(self, event_id: str) -> dict[str, Any]:
         """Orders (billing), every reservation they or the clients name (reservation), the seat map."""
-        outcome, status, code, body = await self.request(
-            "GET", f"{self.urls['billing']}/api/events/{event_id}/orders")
+        for _ in range(3):  # the read-back is not measured: a loaded machine may take longer than the load's timeout
+            outcome, status, code, body = await self.request(
+                "GET", f"{self.urls['billing']}/api/events/{event_id}/orders", timeout=30)
+            if outcome == "ok":
+                break
+            await asyncio.sleep(0.5)
         if outcome != "ok":
             raise RuntimeError(f"could not read the event's orders: {status} {code}")
         orders = body["orders"]

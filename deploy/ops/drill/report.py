@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from deploy.ops.drill.cluster_faults import describe
 from deploy.ops.reports import publish
 
 
@@ -36,6 +37,9 @@ def render(report: dict[str, Any]) -> str:
         f"  recovery                 {_s(report['recovery_s'])}   (until every component was healthy again)",
         "  milestones               " + (", ".join(f"{k} {v:.2f} s" for k, v in report["milestones_s"].items())
                                          or "-"),
+        *describe(report.get("facts") or {}),
+        *([("  until healthy            " + "; ".join(f"{k} (last {v:.2f} s)" for k, v in blockers.items()))]
+          if (blockers := report.get("recovery_blockers_s")) else []),
         *(f"  killed {v['name']:<17} serving again {_s(v['serving_again_s'])}"
           + (f", HAProxy {v['haproxy']} down {_s(v['down_in_haproxy_s'])}, UP {_s(v['up_in_haproxy_s'])}"
              if "haproxy" in v else "")

@@ -87,7 +87,8 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
         clock = Clock()
         try:
             facts = await fault.run(target, clock)
-            recovered = await clock.wait_for("recovered", partial(_healthy, target), 180)
+            blockers: dict[str, float] = {}  # each problem seen while waiting: when last seen
+            recovered = await clock.wait_for("recovered", partial(_healthy, target, seen=(blockers, clock)), 180)
             rest = duration - clock.now()
             if rest > 0:
                 await asyncio.sleep(rest)
@@ -110,7 +111,7 @@ async def run_fault_drill(fault: Fault, target: Target, duration: float = 15.0, 
         "time_to_detect_s": clock.marks.get("detect"),
         **write_gaps(ops, since=fault_at),
         "recovery_s": clock.marks.get("recovered") if recovered else None,
-        "milestones_s": clock.marks, "facts": facts,
+        "milestones_s": clock.marks, "facts": facts, "recovery_blockers_s": blockers,
         "errors": dict(sorted(errors.items())),
         "audit": audit(purchases, final),
         **({"victims": per_victim(facts["victims"], ops, fault_at)} if "victims" in facts else {}),
@@ -137,8 +138,12 @@ def per_victim(victims: list[dict[str, Any]], ops: list[dict[str, Any]], fault_a
     return out
 
 
-async def _healthy(target: Target, drained: bool = False) -> bool:
-    return not await health_problems(target, drained)
+async def _healthy(target: Target, drained: bool = False, seen: tuple[dict[str, float], Clock] | None = None) -> bool:
+    problems = await health_problems(target, drained)
+    if seen is not None:  # what kept the stack from healthy, and until when (the report's recovery_blockers_s)
+        blockers, clock = seen
+        blockers.update({problem: round(clock.now(), 2) for problem in problems})
+    return not problems
 
 
 async def run_seed_concurrency(target: Target, n: int = 10) -> dict[str, Any]:
