@@ -242,6 +242,15 @@ def _drill(args: argparse.Namespace) -> int:
     try:
         if args.name == "seed-concurrency":
             report = asyncio.run(run_seed_concurrency(target, args.n))
+        elif args.name == "chaos":
+            from deploy.ops.drill.chaos import DWELL, parse_steps, run_chaos_drill
+
+            try:
+                steps = parse_steps(args.steps)
+            except ValueError as exc:
+                print(f"ticketflow drill chaos: {exc}", file=sys.stderr)
+                return 2
+            report = asyncio.run(run_chaos_drill(target, steps, args.duration or DWELL, args.buyers, args.timeout))
         else:
             if args.name == "kill":
                 names = sorted({*BY_NAME, *(r.name for r in processes)})
@@ -251,7 +260,7 @@ def _drill(args: argparse.Namespace) -> int:
                 fault = KillDaemon(args.daemon)
             else:
                 fault = FAULTS[args.name]()
-            report = asyncio.run(run_fault_drill(fault, target, args.duration, args.buyers, args.timeout))
+            report = asyncio.run(run_fault_drill(fault, target, args.duration or 15.0, args.buyers, args.timeout))
     except DrillRefused as exc:
         print(f"ticketflow drill: refused: {exc}", file=sys.stderr)
         return 2
@@ -460,13 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
         "pg-failover: SIGKILL the PostgreSQL leader's postmaster and Patroni (restarted as a replica); "
         "pg-switchover: planned, through Patroni's REST API; pg-replica-loss: SIGKILL the synchronous "
         "standby (restarted); lb-replica: SIGKILL a reservation replica then a billing replica; kill DAEMON: "
-        "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat.")
+        "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat; chaos: "
+        "every daemon, the PostgreSQL primary, the MariaDB writer and a RabbitMQ node killed in turn under one "
+        "load, each recovered before the next, one audit, every link's lag 0 and no dead letters at the end.")
     drill.add_argument("name", choices=["pg-failover", "pg-switchover", "pg-replica-loss", "lb-replica", "kill",
-                                        "seed-concurrency"])
+                                        "seed-concurrency", "chaos"])
     drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ") or "
                        "replica (reservation-1, ...: `ticketflow status` lists them)")
-    drill.add_argument("--duration", type=float, default=15.0,
-                       help="seconds of load after the fault (longer if recovery takes longer; default 15)")
+    drill.add_argument("--duration", type=float, default=None,
+                       help="seconds of load after the fault (longer if recovery takes longer; default 15); "
+                       "chaos: after each fault, at least (default 5)")
+    drill.add_argument("--steps", help="chaos: a subset of the faults, in turn, e.g. kill:billing,pg-failover "
+                       "(default: kill: each of the four daemons, pg-failover, mariadb-writer, rabbitmq-node)")
     drill.add_argument("--buyers", type=int, default=6, help="concurrent buyers (default 6)")
     drill.add_argument("--timeout", type=float, default=3.0,
                        help="per-request timeout in seconds; a request without an answer is an unknown outcome")
