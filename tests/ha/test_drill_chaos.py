@@ -218,14 +218,14 @@ def test_chaos_drill_every_fault_in_turn_recovers_and_the_audit_finds_nothing(su
     assert out.exists(), result.stdout + result.stderr
     r = json.loads(out.read_text())
 
+    a = r["audit"]
+    assert (a["lost"], a["duplicated"], a["double_sold"]) == (0, 0, 0), a["details"]
     assert [s["step"] for s in r["steps"]] == list(DEFAULT_STEPS)
     assert r["failures"] == [] and result.returncode == 0, r["failures"]
     for step in r["steps"]:
         assert step["status"] == "recovered", step
         assert step["time_to_detect_s"] is not None and step["recovery_s"] is not None, step
         assert step["write_gap_s"] is not None, step  # every gap closed before the next fault
-    a = r["audit"]
-    assert (a["lost"], a["duplicated"], a["double_sold"]) == (0, 0, 0), a["details"]
     assert a["acknowledged_purchases"] > 0
     assert set(r["lags_after"].values()) == {0} and len(r["lags_after"]) == 3, r["lags_after"]
     assert r["dead_letters"] == 0

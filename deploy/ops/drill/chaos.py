@@ -155,6 +155,8 @@ async def run_chaos_drill(target: Target, steps: list[Step], dwell: float = DWEL
         "writes": {"total": len(ops), **{k: sum(o["outcome"] == k for o in ops) for k in ("ok", "failed", "unknown")}},
         "errors": dict(sorted(errors.items())),
         "audit": audit(purchases, final),
+        # billing lists at most 1,000 orders of an event; beyond that every order a client knows of is read alone
+        "orders_read_one_by_one": final.get("orders_fetched_one_by_one", 0),
         "all_sales_finalized": settled, "links_drained": drained, "drain_s": drain_clock.marks.get("drained"),
         "lags_after": lags, "dead_letters": dead_letters,
         "healthy_after": not after, "problems_after": after,
