@@ -224,6 +224,14 @@ def _drill(args: argparse.Namespace) -> int:
     from deploy.ops.stack import process
     from deploy.ops.supervisor import daemon_dirs, daemon_env, operator_token, supervisor_pidfile
 
+    if args.name == "chaos":
+        from deploy.ops.drill.chaos import DWELL, parse_steps, run_chaos_drill
+
+        try:
+            steps = parse_steps(args.steps)
+        except ValueError as exc:
+            print(f"ticketflow drill chaos: {exc}", file=sys.stderr)
+            return 2
     _use_topology(args.topology)
     settings = stack_settings()
     env = daemon_env(settings)
@@ -243,13 +251,6 @@ def _drill(args: argparse.Namespace) -> int:
         if args.name == "seed-concurrency":
             report = asyncio.run(run_seed_concurrency(target, args.n))
         elif args.name == "chaos":
-            from deploy.ops.drill.chaos import DWELL, parse_steps, run_chaos_drill
-
-            try:
-                steps = parse_steps(args.steps)
-            except ValueError as exc:
-                print(f"ticketflow drill chaos: {exc}", file=sys.stderr)
-                return 2
             report = asyncio.run(run_chaos_drill(target, steps, args.duration or DWELL, args.buyers, args.timeout))
         else:
             if args.name == "kill":

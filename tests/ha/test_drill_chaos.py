@@ -60,6 +60,16 @@ def test_a_step_whose_fault_is_not_registered_is_unavailable_and_a_typo_is_refus
     assert set(CLUSTER_FAULTS) >= {"mariadb-writer", "rabbitmq-node"}
 
 
+def test_the_cli_refuses_an_unknown_step_before_touching_anything(tmp_path):
+    env = {**os.environ, "TICKETFLOW_STACK_DIR": str(tmp_path), "TICKETFLOW_HA_STACK_DIR": str(tmp_path / "ha")}
+    result = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "drill", "chaos", "--steps", "kill:bridge,pg-falover"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown chaos step 'pg-falover'" in result.stderr, result.stderr
+    result = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "drill", "chaos", "--steps", "kill:bridge"],
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "refused" in result.stderr, result.stderr  # known steps: on to the stack
+
+
 def op(kind: str, t0: float, t1: float, outcome: str = "ok") -> dict:
     return {"purchase": f"p{t0}", "kind": kind, "attempt": 1, "t0": t0, "t1": t1, "outcome": outcome,
             "status": None if outcome == "unknown" else 200 if outcome == "ok" else 503, "code": None}
