@@ -233,6 +233,14 @@ def _drill(args: argparse.Namespace) -> int:
     from deploy.ops.stack import process
     from deploy.ops.supervisor import daemon_dirs, daemon_env, operator_token, supervisor_pidfile
 
+    if args.name == "chaos":
+        from deploy.ops.drill.chaos import DWELL, parse_steps, run_chaos_drill
+
+        try:
+            steps = parse_steps(args.steps)
+        except ValueError as exc:
+            print(f"ticketflow drill chaos: {exc}", file=sys.stderr)
+            return 2
     _use_topology(args.topology)
     settings = stack_settings()
     env = daemon_env(settings)
@@ -251,6 +259,8 @@ def _drill(args: argparse.Namespace) -> int:
     try:
         if args.name == "seed-concurrency":
             report = asyncio.run(run_seed_concurrency(target, args.n))
+        elif args.name == "chaos":
+            report = asyncio.run(run_chaos_drill(target, steps, args.duration or DWELL, args.buyers, args.timeout))
         else:
             if args.name == "kill":
                 names = sorted({*BY_NAME, *(r.name for r in processes)})
@@ -260,7 +270,7 @@ def _drill(args: argparse.Namespace) -> int:
                 fault = KillDaemon(args.daemon)
             else:
                 fault = FAULTS[args.name]()
-            report = asyncio.run(run_fault_drill(fault, target, args.duration, args.buyers, args.timeout))
+            report = asyncio.run(run_fault_drill(fault, target, args.duration or 15.0, args.buyers, args.timeout))
     except DrillRefused as exc:
         print(f"ticketflow drill: refused: {exc}", file=sys.stderr)
         return 2
@@ -474,13 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
         "SIGKILL a daemon, `run all` restarts it; seed-concurrency: N simultaneous holds of one seat; "
         "mariadb-writer: SIGKILL the Galera node HAProxy's writer port routes to (restarted, rejoins by IST); "
         "mariadb-node: SIGKILL a Galera node that is not the writer (restarted, rejoins); rabbitmq-node: SIGKILL "
-        "the RabbitMQ node leading the portal's quorum queue (restarted, rejoins), with the publishing stall.")
+        "the RabbitMQ node leading the portal's quorum queue (restarted, rejoins), with the publishing stall; "
+        "chaos: every daemon, the PostgreSQL primary, the MariaDB writer and a RabbitMQ node killed in turn "
+        "under one load, each recovered before the next, one audit, every link's lag 0 and no dead letters.")
     drill.add_argument("name", choices=["pg-failover", "pg-switchover", "pg-replica-loss", "lb-replica", "kill",
-                                        "seed-concurrency", "mariadb-writer", "mariadb-node", "rabbitmq-node"])
+                                        "seed-concurrency", "mariadb-writer", "mariadb-node", "rabbitmq-node",
+                                        "chaos"])
     drill.add_argument("daemon", nargs="?", help="kill: which daemon (" + ", ".join(sorted(BY_NAME)) + ") or "
                        "replica (reservation-1, ...: `ticketflow status` lists them)")
-    drill.add_argument("--duration", type=float, default=15.0,
-                       help="seconds of load after the fault (longer if recovery takes longer; default 15)")
+    drill.add_argument("--duration", type=float, default=None,
+                       help="seconds of load after the fault (longer if recovery takes longer; default 15); "
+                       "chaos: after each fault, at least (default 5)")
+    drill.add_argument("--steps", help="chaos: a subset of the faults, in turn, e.g. kill:billing,pg-failover "
+                       "(default: kill: each of the four daemons, pg-failover, mariadb-writer, rabbitmq-node)")
     drill.add_argument("--buyers", type=int, default=6, help="concurrent buyers (default 6)")
     drill.add_argument("--timeout", type=float, default=3.0,
                        help="per-request timeout in seconds; a request without an answer is an unknown outcome")

@@ -122,7 +122,7 @@ def audit(purchases: list[dict[str, Any]], final: dict[str, Any]) -> dict[str, A
     }
 
 
-def write_gap(ops: list[dict[str, Any]], since: float) -> dict[str, float | None]:
+def write_gap(ops: list[dict[str, Any]], since: float, until: float | None = None) -> dict[str, float | None]:
     """Client-visible write availability after ``since`` (the fault), from the load's write operations.
 
     Each op has ``t0``/``t1`` (start and end, seconds on the drill's clock) and ``outcome``.
@@ -130,8 +130,11 @@ def write_gap(ops: list[dict[str, Any]], since: float) -> dict[str, float | None
     end of the next successful write that started after it (0 when no write failed).
     ``longest_stall_s``: the longest stretch after ``since`` in which no write succeeded (writes that
     block without failing, as under strict synchronous replication, show here).
+    ``until`` (the next fault, when several are injected under one load): only the writes that ended
+    before it count, so a fault's figures are its own and not the next one's.
     """
-    after = sorted((o for o in ops if o["t1"] >= since), key=lambda o: o["t0"])
+    after = sorted((o for o in ops if o["t1"] >= since and (until is None or o["t1"] < until)),
+                   key=lambda o: o["t0"])
     first_bad = next((o for o in after if o["outcome"] != "ok"), None)
     gap: float | None = 0.0
     if first_bad is not None:
@@ -144,13 +147,13 @@ def write_gap(ops: list[dict[str, Any]], since: float) -> dict[str, float | None
             "first_failed_write_at_s": round(first_bad["t0"] - since, 3) if first_bad else None}
 
 
-def write_gaps(ops: list[dict[str, Any]], since: float) -> dict[str, Any]:
+def write_gaps(ops: list[dict[str, Any]], since: float, until: float | None = None) -> dict[str, Any]:
     """``write_gap`` per kind of write (holds hit PostgreSQL, payments MariaDB), headline the worst.
 
     A payment succeeding while PostgreSQL is down must not close the holds' gap.
     """
     kinds = sorted({o.get("kind") or "write" for o in ops})
-    by_kind = {k: write_gap([o for o in ops if (o.get("kind") or "write") == k], since) for k in kinds}
+    by_kind = {k: write_gap([o for o in ops if (o.get("kind") or "write") == k], since, until) for k in kinds}
 
     def worst(key: str) -> float | None:
         values = [g[key] for g in by_kind.values() if g[key] is not None]

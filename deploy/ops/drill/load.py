@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 
+# billing's GET /api/events/{id}/orders answers at most this many (billing_daemon/store/orders.py event_orders)
+EVENT_ORDERS_CAP = 1000
 RETRYABLE_CODES = {"REQUEST_IN_PROGRESS", "PAYMENT_IN_PROGRESS", "DEPENDENCY_UNAVAILABLE", "RATE_LIMITED"}
 
 
@@ -221,6 +223,26 @@ class Load:
         if outcome != "ok":
             raise RuntimeError(f"could not read the event's orders: {status} {code}")
         orders = body["orders"]
+        fetched_one_by_one = 0
+        if len(orders) >= EVENT_ORDERS_CAP:  # the listing stops there: ask for every order a client knows of
+            listed = {o["reservation_id"] for o in orders}  # an order's id is its reservation's
+            missing = sorted({p.reservation_id for p in self.history.purchases if p.reservation_id} - listed)
+            found: dict[str, dict] = {}
+
+            async def order(oid: str) -> None:
+                for _ in range(10):
+                    outcome, status, _, got = await self.request("GET", f"{self.urls['billing']}/api/orders/{oid}")
+                    if outcome == "ok" or status == 404:
+                        if outcome == "ok":
+                            found[oid] = got
+                        return
+                    await asyncio.sleep(0.2)
+                raise RuntimeError(f"could not read order {oid}")
+
+            for start in range(0, len(missing), 32):
+                await asyncio.gather(*(order(oid) for oid in missing[start:start + 32]))
+            orders = [*orders, *found.values()]
+            fetched_one_by_one = len(found)
         ids = {o["reservation_id"] for o in orders} | {p.reservation_id for p in self.history.purchases
                                                         if p.reservation_id}
         reservations: dict[str, Any] = {}
@@ -238,7 +260,8 @@ class Load:
         for start in range(0, len(ids_list), 32):
             await asyncio.gather(*(read(rid) for rid in ids_list[start:start + 32]))
         seats = {s["id"]: s["status"] for s in await self.seat_map(event_id)}
-        return {"orders": orders, "reservations": reservations, "seats": seats}
+        return {"orders": orders, "reservations": reservations, "seats": seats,
+                "orders_fetched_one_by_one": fetched_one_by_one}
 
     async def settle(self, deadline_s: float = 60.0) -> bool:
         """Wait until every paid purchase's sale is finalized (the pipeline drained it)."""

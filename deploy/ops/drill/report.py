@@ -12,7 +12,23 @@ def _s(value: Any) -> str:
     return "-" if value is None else f"{value:.2f} s" if isinstance(value, float) else str(value)
 
 
+def _audit_lines(report: dict[str, Any]) -> list[str]:
+    a = report["audit"]
+    unknown = a["unknown"]
+    return [
+        "  errors clients saw       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
+        "  audit                    "
+        f"{a['acknowledged_purchases']} purchases acknowledged ({a['acknowledged_holds']} holds): "
+        f"lost {a['lost']}, duplicated {a['duplicated']}, double-sold {a['double_sold']}",
+        "  unknown outcomes         "
+        f"holds {unknown['holds']['applied']} applied / {unknown['holds']['not_applied']} not; "
+        f"payments {unknown['payments']['applied']} applied / {unknown['payments']['not_applied']} not",
+    ]
+
+
 def render(report: dict[str, Any]) -> str:
+    if report["drill"] == "chaos":
+        return render_chaos(report)
     if report["drill"] == "seed-concurrency":
         return "\n".join([
             f"ticketflow drill seed-concurrency: {report['what']}",
@@ -21,8 +37,6 @@ def render(report: dict[str, Any]) -> str:
             f"  seat afterwards          {report['seat_status']}",
             f"  losers saw               {report['errors'] or '-'}",
         ])
-    a = report["audit"]
-    unknown = a["unknown"]
     w = report["writes"]
     lines = [
         f"ticketflow drill {report['drill']}: {report['what']}",
@@ -45,20 +59,52 @@ def render(report: dict[str, Any]) -> str:
              if "haproxy" in v else "")
           + f"; {v['failed_writes']} failed writes ({v['failed_then_retried_ok']} ok on the retry)"
           for v in report.get("victims", [])),
-        "  errors clients saw       " + (", ".join(f"{k}: {v}" for k, v in report["errors"].items()) or "none"),
-        "  audit                    "
-        f"{a['acknowledged_purchases']} purchases acknowledged ({a['acknowledged_holds']} holds): "
-        f"lost {a['lost']}, duplicated {a['duplicated']}, double-sold {a['double_sold']}",
-        "  unknown outcomes         "
-        f"holds {unknown['holds']['applied']} applied / {unknown['holds']['not_applied']} not; "
-        f"payments {unknown['payments']['applied']} applied / {unknown['payments']['not_applied']} not",
+        *_audit_lines(report),
         "  stack afterwards         " + ("healthy" if report["healthy_after"]
                                           else "UNHEALTHY: " + "; ".join(report["problems_after"])),
     ]
     return "\n".join(lines)
 
 
+CHAOS_COLUMNS = ("step", "detect", "write gap", "stall", "recovery", "ok", "failed", "unknown", "status")
+
+
+def render_chaos(report: dict[str, Any]) -> str:
+    """One row per fault (its detection, client write gap and longest stall from the writes that ended before the
+    next fault, recovery until every component was healthy), then the one audit of the whole run."""
+    rows = [CHAOS_COLUMNS]
+    for s in report["steps"]:
+        if "at_s" not in s:
+            rows.append((s["step"], "-", "-", "-", "-", "-", "-", "-", s["status"].upper()))
+            continue
+        w = s.get("writes", {})
+        rows.append((s["step"], _s(s["time_to_detect_s"]), _s(s.get("write_gap_s")), _s(s.get("longest_stall_s")),
+                     _s(s["recovery_s"]), str(w.get("ok", "-")), str(w.get("failed", "-")), str(w.get("unknown", "-")),
+                     s["status"] + (f": {s['error']}" if s.get("error") else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(CHAOS_COLUMNS) - 1)]
+    table = ["  " + "  ".join(c.ljust(n) for c, n in zip(r, widths)) + "  " + r[-1] for r in rows]
+    w = report["writes"]
+    lags = ", ".join(f"{k} {v}" for k, v in report["lags_after"].items())
+    return "\n".join([
+        f"ticketflow drill chaos: {report['what']}",
+        f"  load: {report['buyers']} buyers for {report['load_s']} s, request timeout {report['request_timeout_s']} s, "
+        f"at least {report['dwell_s']} s per fault: {w['total']} writes, {w['ok']} ok, {w['failed']} failed, "
+        f"{w['unknown']} unknown",
+        *table,
+        "  (detect and recovery from the injection; write gap: first failed write -> next successful one; stall: "
+        "longest time no write succeeded; both from the writes that ended before the next fault)",
+        *_audit_lines(report),
+        f"  links afterwards         {lags or '-'}; dead letters {_s(report['dead_letters'])}",
+        "  stack afterwards         " + ("healthy" if report["healthy_after"]
+                                          else "UNHEALTHY: " + "; ".join(report["problems_after"])),
+        "  verdict                  " + ("PASSED" if not report["failures"]
+                                          else "FAILED: " + "; ".join(report["failures"])),
+    ])
+
+
 def passed(report: dict[str, Any]) -> bool:
+    if report["drill"] == "chaos":
+        return not report["failures"]
     if report["drill"] == "seed-concurrency":
         return report["exactly_one_winner"]
     a = report["audit"]
