@@ -32,6 +32,16 @@ def test_an_idle_stream_is_no_stall_and_a_stretch_still_open_at_the_end_is_unres
     assert open_["unresolved"] and open_["stall_s"] == pytest.approx(0.8)
 
 
+def test_a_payment_in_flight_when_sampling_stops_is_not_a_stall_but_a_long_open_wait_is():
+    # The kill's stall resolved at 1.7; at the end one payment waits 0.1 s for its confirm, as under any load.
+    resolved = [(1.0, 11, 0), (1.05, 11, 2), (1.5, 11, 4), (1.7, 15, 0), (5.0, 20, 0), (5.05, 20, 1), (5.15, 20, 2)]
+    stall = publish_stall(resolved, since=1.0)
+    assert stall["unresolved"] is False and stall["stall_s"] == pytest.approx(0.65) and stall["resumed_s"] == 1.7
+    # ... but a wait still open that is longer than the resolved one and than the 1 s goal is a stall never resolved.
+    stuck = publish_stall([*resolved, (6.5, 20, 9)], since=1.0)
+    assert stuck["unresolved"] is True and stuck["stall_s"] == pytest.approx(1.45) and stuck["resumed_s"] is None
+
+
 def test_a_wait_that_began_before_the_fault_counts_from_the_fault():
     stall = publish_stall([(0.5, 1, 1), (1.0, 1, 1), (1.4, 2, 0)], since=1.0)
     assert stall["stall_s"] == pytest.approx(0.4)
