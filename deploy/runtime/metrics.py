@@ -188,6 +188,9 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else UNMATCHED
 
 
+_http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: route templates x methods x statuses
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
     """Count and time every request; outermost, so it sees the status the client gets."""
@@ -205,10 +208,13 @@ async def middleware(request: web.Request, handler: Callable[[web.Request], Awai
         raise
     finally:
         if status is not None:
-            method = request.method if request.method in METHODS else "OTHER"
-            labels = (route_label(request), method, str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            key = (route_label(request), request.method if request.method in METHODS else "OTHER", status)
+            children = _http_children.get(key)
+            if children is None:  # labels() validates and locks: once per label set, not per request
+                labels = (*key[:2], str(status))
+                children = _http_children[key] = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
 
 
 async def handler(_: web.Request) -> web.Response:
