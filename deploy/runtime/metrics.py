@@ -72,9 +72,11 @@ AMQP_CONSUMED = Counter("ticketflow_amqp_consumed",
 DEAD_LETTERS = Counter("ticketflow_dead_letters", "Messages this process dead-lettered", registry=REGISTRY)
 
 
-def bounded(label: str) -> str:
-    """A label value from outside (an outcome or code) kept to label-like text."""
-    return label if label.replace("_", "").isalnum() and len(label) <= 64 else "other"
+def bounded(label: object) -> str:
+    """A label value from elsewhere (an outcome or code) kept to short label-like text, else ``other``."""
+    if isinstance(label, str) and label.replace("_", "").isalnum() and label.isascii() and len(label) <= 64:
+        return label
+    return "other"
 
 
 # --- state read at scrape time ------------------------------------------------------------------
