@@ -25,6 +25,7 @@ from billing_daemon.openapi import SPEC
 from billing_daemon.payments import Payments
 from billing_daemon.rules import Answer, Refused, email_taken
 from billing_daemon.store import BillingStore, Replayed, Result
+from deploy.runtime import metrics
 from deploy.runtime import validation as v
 from deploy.runtime.auth import ORGANIZER, Principal, TokenIssuer, Unauthorized, principal, require_visible
 from deploy.runtime.http import (ApiError, NotFound, RouteLimit, error_body, idempotency, json_response, limit_key,
@@ -243,6 +244,8 @@ async def pay(request: web.Request) -> web.Response:
     key = idempotency(request, body, required=True)
     # Begin or resume the attempt, charge, record and audit a 200 (billing_daemon.payments).
     status, answer = response(await deps.payments.pay(order_id, key, actor=caller))
+    metrics.PAYMENTS.labels("succeeded" if status == 200 else metrics.bounded(
+        str(answer.get("error", {}).get("code", status)).lower())).inc()
     return json_response(answer, status)
 
 

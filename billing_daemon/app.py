@@ -16,6 +16,7 @@ from billing_daemon.gateway import MockGateway
 from billing_daemon.payments import Payments
 from billing_daemon.store import BillingStore
 from billing_daemon.streams import make_receiver, make_relay
+from deploy.runtime import metrics
 from deploy.runtime.aio import Background, every, keep_running, prune_step
 from deploy.runtime.auth import TokenIssuer, TokenVerifier, auth_middleware
 from deploy.runtime.config import require
@@ -48,6 +49,9 @@ class BillingDaemon:
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
+        metrics.watch_relay(self.relay)
+        metrics.watch_receiver(self.receiver)
+        metrics.watch_pool("mariadb", self.db)
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         database = await self.db.ping()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from deploy.runtime.amqp import amqp_urls_setting, url_list
 from deploy.runtime.config import (ServiceSettings, LinkReceiverSettings, amqp_prefix_setting, amqp_url_setting, check_link_receiver,
-                                   port, positive_float, setting)
+                                   port, positive_float, setting, token_public_keys_setting)
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class Settings(ServiceSettings, LinkReceiverSettings):
     amqp_url: str = amqp_url_setting()
     amqp_urls: str = amqp_urls_setting()
     amqp_prefix: str = amqp_prefix_setting()
+    # Only GET /metrics needs a caller (a service token); without keys it answers 401 to everyone.
+    token_public_keys: str = token_public_keys_setting()
     confirm_timeout: float = setting("TICKETFLOW_BRIDGE_CONFIRM_TIMEOUT_SECONDS", 10.0, positive_float,
                                      "how long to wait for RabbitMQ's confirms of a batch")
 

@@ -33,6 +33,7 @@ import aio_pika
 import structlog
 
 from bridge_daemon.config import Settings
+from deploy.runtime import metrics
 from deploy.runtime.aio import within
 from deploy.runtime.amqp import (Names, Nodes, dead_letter_queue_arguments, declare_position_queue, declare_topology,
                                  position_queue_arguments, to_message)
@@ -119,13 +120,17 @@ class Publisher:
         attempt = 0
         while True:
             attempt += 1
+            published = False
             try:
                 await self._ensure()
                 assert self.exchange is not None
                 exchange = self.exchange
+                metrics.AMQP_PUBLISHED.labels("events").inc(len(events))
+                published = True
                 await within(max(0.01, deadline - time.monotonic()), asyncio.gather(
                     *(exchange.publish(to_message(e), routing_key=e.type) for e in events),
                     *([saving] if saving is not None else [])))
+                metrics.AMQP_CONFIRMED.labels("events").inc(len(events))
                 if attempt > 1:
                     log.info("batch_republished", attempt=attempt, messages=len(events), node=self.nodes.label,
                              seq=events[-1].seq)
@@ -134,6 +139,8 @@ class Publisher:
                 # Unknown which messages were confirmed: publish them all again (duplicates are dropped
                 # by message id downstream; a skipped message would be lost).
                 saving = None  # a failed position record leaves the older one; the next batch records anew
+                if published:  # not a failed connect: RabbitMQ nacked the batch or left it unconfirmed
+                    metrics.AMQP_NACKED.labels("events").inc(len(events))
                 if not self.connected:  # the node went away with the batch: try it last
                     self.nodes.lost()
                 await self.close()

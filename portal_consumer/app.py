@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from deploy.runtime import metrics
 from deploy.runtime.aio import Background
 from deploy.runtime.auth import TokenVerifier, auth_middleware
 from deploy.runtime.config import require
@@ -42,6 +43,7 @@ class PortalConsumer:
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
+        metrics.watch_pool("postgresql", self.db)
 
     async def ready(self) -> tuple[bool, dict[str, Any]]:
         database = await self.db.ping()

@@ -28,6 +28,7 @@ import json
 import aio_pika
 import structlog
 
+from deploy.runtime import metrics
 from deploy.runtime.aio import wait_event
 from deploy.runtime.amqp import (MalformedMessage, Names, Nodes, dead_letter_queue_arguments, declare_topology,
                                  from_message)
@@ -132,8 +133,10 @@ class Consumer:
             while True:
                 try:
                     event = from_message(message.body)
-                    await self.finalizer.handle(event)
+                    outcome = await self.finalizer.handle(event)
                     await message.ack()
+                    metrics.SALES.labels(metrics.bounded(outcome)).inc()
+                    metrics.AMQP_CONSUMED.labels("acked").inc()
                     self.processed += 1
                     self.on_processed()
                     self.stuck.done(message_id, "processed")
@@ -145,6 +148,7 @@ class Consumer:
                 except RETRIED as exc:
                     if self._stopping.is_set():
                         await message.nack(requeue=True)
+                        metrics.AMQP_CONSUMED.labels("requeued").inc()
                         return
                     data = event["data"] if event is not None else {}
                     self.stuck.failed(message_id, _text(data.get("order_id")), message.type, _reason(exc))
@@ -156,6 +160,7 @@ class Consumer:
                     else:
                         log.warning("message_failed", message_id=message_id, attempt=attempts, reason=repr(exc))
                         await message.nack(requeue=True)
+                        metrics.AMQP_CONSUMED.labels("requeued").inc()
                     return
         finally:
             self.stuck.done(message_id, "returned_to_queue")  # a no-op unless it left unprocessed
@@ -163,10 +168,14 @@ class Consumer:
     async def _dead_letter(self, message, dlx, reason: str) -> None:
         headers = dict(message.headers or {})
         headers.update({"x-ticketflow-reason": reason[:500], "x-original-routing-key": message.routing_key or ""})
+        metrics.AMQP_PUBLISHED.labels("dead_letters").inc()
         await dlx.publish(aio_pika.Message(
             message.body, headers=headers, content_type=message.content_type, message_id=message.message_id,
             type=message.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=message.routing_key or "")
+        metrics.AMQP_CONFIRMED.labels("dead_letters").inc()
         await message.ack()
+        metrics.AMQP_CONSUMED.labels("dead_lettered").inc()
+        metrics.DEAD_LETTERS.inc()
         log.warning("dead_lettered", message_id=message.message_id, reason=reason[:200])
 
 

@@ -19,7 +19,7 @@ import structlog
 from protocol.errors import PERMANENT, ErrorCode, ProtocolError, RemoteError
 from protocol.link import READ_LIMIT, Connection, LinkSettings, run_until_first_failure
 from protocol.messages import Event
-from protocol.session import Authenticated, EventsReceived, PendingLimit, ReceiverSession
+from protocol.session import Authenticated, EventsReceived, PendingLimit, ReceiverSession, State
 
 log = structlog.get_logger("protocol.receiver")
 
@@ -80,6 +80,17 @@ class Receiver:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """stream -> (highest seq received, highest seq applied and acked) over the streaming
+        connections (the newest one is ahead of one it replaced); read by metrics, no I/O."""
+        found: dict[str, tuple[int, int]] = {}
+        for conn in list(self._connections):
+            session = conn.session
+            if isinstance(session, ReceiverSession) and session.state is State.STREAMING and session.stream:
+                received, applied = found.get(session.stream, (0, 0))
+                found[session.stream] = (max(received, session.last_received), max(applied, session.acked))
+        return found
 
     def drop_connections(self) -> None:
         """Abort every live connection at once, as a crash would (used by tests and drills)."""

@@ -94,6 +94,12 @@ class Sender:
                 "oldest_retained": self.behind.oldest_retained, "missing": self.behind.missing,
                 "advance_to": self.behind.oldest_retained - 1}
 
+    @property
+    def sent(self) -> int:
+        """Highest seq sent on the current connection (``acked`` between connections); read by metrics."""
+        conn = self._connection
+        return conn.session.last_sent if conn is not None and self.connected else self.acked
+
     def notify(self) -> None:
         """New events may exist: stop waiting for the poll interval."""
         self._wake.set()

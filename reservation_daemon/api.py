@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from deploy.runtime import metrics
 from deploy.runtime import validation as v
 from deploy.runtime.auth import ORGANIZER, Forbidden, principal, require_visible
 from deploy.runtime.http import (Conflict, DependencyUnavailable, NotFound, Unprocessable, error_body,
@@ -254,8 +255,10 @@ def _holder(request: web.Request, body: dict) -> str:
 
 async def _hold(request: web.Request, event_id, seat_ids, body: dict) -> web.Response:
     deps = _deps(request)
-    return respond(await deps.store.reserve(uuid7(), event_id, seat_ids, _holder(request, body),
-                                            deps.settings.hold_ttl, idempotency(request, body)))
+    outcome = await deps.store.reserve(uuid7(), event_id, seat_ids, _holder(request, body),
+                                       deps.settings.hold_ttl, idempotency(request, body))
+    metrics.HOLDS.labels(outcome.name).inc()
+    return respond(outcome)
 
 
 async def reserve_one(request: web.Request) -> web.Response:

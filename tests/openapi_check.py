@@ -85,6 +85,12 @@ def _match(spec: dict[str, Any], method: str, path: str) -> dict[str, Any]:
     raise SpecViolation(f"{method} {path} is not in the OpenAPI document")
 
 
+def declared_media_types(spec: dict[str, Any], method: str, path: str, status: int) -> set[str]:
+    """The media types (without parameters) the document declares for this answer."""
+    response = _match(spec, method, path.split("?")[0])["responses"].get(str(status), {})
+    return {media.split(";")[0].strip() for media in response.get("content", {})}
+
+
 def check_response(spec: dict[str, Any], method: str, path: str, status: int, body: Any) -> None:
     operation = _match(spec, method, path.split("?")[0])
     response = operation["responses"].get(str(status))

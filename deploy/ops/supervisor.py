@@ -124,14 +124,16 @@ def find_replica(env: dict[str, str], name: str) -> Replica:
     raise KeyError(f"no daemon replica {name!r}")
 
 
-def spawn_daemon(settings: StackSettings, name: str | Replica) -> int:
-    """Start one daemon replica with its pid file and log; its pid."""
+def spawn_daemon(settings: StackSettings, name: str | Replica, restarts: int = 0) -> int:
+    """Start one daemon replica with its pid file and log; its pid. ``restarts``: how many times
+    the supervisor restarted it in this run (TICKETFLOW_RESTARTS, the daemon's metric)."""
     env = daemon_env(settings)
     replica = name if isinstance(name, Replica) else find_replica(env, name)
     pids, logs = daemon_dirs(settings)
     keys = Keys(settings.root)
     return process.spawn([sys.executable, "-m", BY_NAME[replica.daemon].module], replica.pidfile(pids),
-                         replica.logfile(logs), env={**service_env(env, keys, replica.daemon), **replica.env})
+                         replica.logfile(logs), env={**service_env(env, keys, replica.daemon), **replica.env,
+                                                     "TICKETFLOW_RESTARTS": str(restarts)})
 
 
 def ensure_frontends(env: dict[str, str]) -> str | None:
@@ -270,10 +272,10 @@ class Keeper:
                 at, reason = self.due[name]
                 if now >= at:
                     del self.due[name]
-                    spawn_daemon(self.settings, replica)
+                    count = self.log.record(name, reason)
+                    spawn_daemon(self.settings, replica, restarts=count)
                     self.policy.started(name, now)
                     self.started[name] = now
-                    count = self.log.record(name, reason)
                     _say(f"{name} restarted (restart {count} in this run); log: .stack/logs/{name}.log")
                 continue
             pid = _pid_in(self.pids / f"{name}.pid")

@@ -31,6 +31,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from deploy.runtime import metrics
+
 log = structlog.get_logger("http")
 
 MAX_BODY = 1 << 20
@@ -396,8 +398,8 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
     """What every daemon serves besides its own API.
 
     ``GET /health`` (the process is alive), ``GET /ready`` (it can do its job now),
-    ``GET /api/instance`` (which replica answered: for load-balancer drills) and
-    ``GET /openapi.json`` (``spec``).
+    ``GET /api/instance`` (which replica answered: for load-balancer drills),
+    ``GET /openapi.json`` (``spec``) and ``GET /metrics`` (deploy/runtime/metrics.py).
     """
 
     async def health(_: web.Request) -> web.Response:
@@ -416,14 +418,14 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
         return json_response(spec)
 
     return [web.get("/health", health), web.get("/ready", readiness), web.get("/api/instance", instance_info),
-            web.get("/openapi.json", openapi)]
+            web.get("/openapi.json", openapi), web.get("/metrics", metrics.handler)]
 
 
 def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
              middlewares: Sequence[Callable[..., Any]] = (),
              limited: Mapping[tuple[str, str], RouteLimit] | None = None, *,
              auth: Callable[..., Any] | None = None, outer: Sequence[Callable[..., Any]] = ()) -> web.Application:
-    """An aiohttp app with the shared error envelope, the access rules (``auth``, from
+    """An aiohttp app with request metrics, the shared error envelope, the access rules (``auth``, from
     :func:`deploy.runtime.auth.auth_middleware`), per-client limiting if ``rate_limit`` > 0,
     then ``middlewares``. ``outer`` middlewares wrap all of these (CORS: its headers go on
     errors too, and a preflight is answered before authentication).
@@ -433,7 +435,7 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
     runs just before the handler, so after every middleware (authentication
     included). A key that names no route is a start-up error.
     """
-    chain = [*outer, error_middleware]
+    chain = [metrics.middleware, *outer, error_middleware]  # counted outermost: the status the client gets
     if rate_limit > 0:  # before authentication: a flood of bad tokens is limited too
         chain.append(RateLimiter(rate_limit).middleware)
     if auth is not None:

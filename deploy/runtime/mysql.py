@@ -116,6 +116,13 @@ class MariaDB:
             except Exception:
                 pass
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(connections open, lent out, maximum), from memory: read by metrics."""
+        pool = self._pool
+        if pool is None:
+            return 0, 0, self.max_size
+        return pool.size, pool.size - pool.freesize, self.max_size
+
     async def ping(self) -> bool:
         try:
             await within(3, self.run(lambda c: fetchval(c, "SELECT 1"), idempotent=False))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from deploy.runtime.auth import SERVICE, access
 from deploy.runtime.http import VERSION
 
 UUID = {"type": "string", "format": "uuid"}
@@ -46,6 +47,12 @@ SERVICE_PATHS: dict[str, Any] = {
         "200": json_body({"type": "object"}, "OpenAPI 3.1 document")}}},
     "/api/instance": {"get": {"summary": "Which replica answered (for load-balancer drills)", **PUBLIC, "responses": {
         "200": json_body(ref("Instance"), "this replica")}}},
+    # Who may scrape: the service role (the stack provisions a `prometheus` service token); metrics
+    # show traffic, roles and positions an outsider has no business seeing. README, "Metrics".
+    "/metrics": {"get": {"summary": "Prometheus metrics of this process (text exposition format 0.0.4)",
+                         **access(SERVICE), "responses": {
+        "200": {"description": "every metric of this process (README, \"Metrics\", lists the names)",
+                "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}}}}},
 }
 
 COMMON_SCHEMAS: dict[str, Any] = {

@@ -102,6 +102,13 @@ class Database:
             except Exception:
                 self.pool.terminate()
 
+    def pool_stats(self) -> tuple[int, int, int]:
+        """(connections open, lent out, maximum), from memory: read by metrics."""
+        pool = self.pool
+        if pool is None:
+            return 0, 0, self.max_size
+        return pool.get_size(), pool.get_size() - pool.get_idle_size(), self.max_size
+
     async def ping(self) -> bool:
         try:
             await within(2, self.run(lambda c: c.fetchval("SELECT 1"), idempotent=False))

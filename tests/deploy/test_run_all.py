@@ -111,6 +111,10 @@ async def test_a_killed_daemon_is_restarted_and_stop_stops_everything(tmp_path):
             assert daemons["bridge"]["restarts"] == 1 and daemons["bridge"]["last_exit"] == "killed by SIGKILL"
             assert {d["restarts"] for name, d in daemons.items() if name != "bridge"} == {0}
             assert all(d["state"] == "up" for d in daemons.values()), daemons
+            # The restart count reaches the daemon's metrics; the stack's Prometheus token may scrape them.
+            scraper = (tmp_path / "keys" / "services" / "prometheus.token").read_text().strip()
+            assert _restarts_metric(ports["BRIDGE"], scraper) == 1
+            assert _restarts_metric(ports["RESERVATION"], scraper) == 0
 
             # `ticketflow stop` (make stop) stops the supervisor first, so nothing comes back.
             stop = subprocess.run([sys.executable, "-m", "deploy.ops.cli", "stop", "--daemons-only"], env=env,
@@ -124,6 +128,15 @@ async def test_a_killed_daemon_is_restarted_and_stop_stops_everything(tmp_path):
                 supervisor.send_signal(signal.SIGINT)
                 supervisor.wait(30)
         assert "bridge killed by SIGKILL" in supervisor.stderr.read()
+
+
+def _restarts_metric(port: int, token: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        families = text_string_to_metric_families(reply.read().decode())
+    return next(f.samples[0].value for f in families if f.name == "ticketflow_process_restarts")
 
 
 def _ready(url: str) -> bool:

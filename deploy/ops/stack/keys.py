@@ -5,7 +5,8 @@ Under ``<stack dir>/keys/``:
 - ``signing/<kid>.pem`` (0600) and ``signing/current.pem``, a link to the key billing signs with;
 - ``public/<kid>.pem``: every public key the daemons accept (old ones stay until their tokens expire);
 - ``services/<name>.token``: a long-lived ``service`` token per caller (reservation, billing, portal,
-  operator — the CLI's bench and walkthrough), re-minted when close to expiry or signed by a retired key.
+  operator — the CLI's bench and walkthrough, prometheus — what scrapes ``/metrics``), re-minted when
+  close to expiry or signed by a retired key.
 
 ``ticketflow keys rotate`` makes a new pair current without downtime: verifiers pick up a public key
 they have not seen on first use, billing re-reads ``current.pem`` when it changes.
@@ -21,7 +22,7 @@ import jwt
 
 from deploy.runtime.auth import SERVICE, TokenIssuer, generate_keypair, load_signing_key
 
-SERVICES = ("reservation", "billing", "portal", "operator")
+SERVICES = ("reservation", "billing", "portal", "operator", "prometheus")  # prometheus: scrapes /metrics
 SERVICE_TOKEN_TTL = 30 * 24 * 3600
 RENEW_BEFORE = 7 * 24 * 3600
 
