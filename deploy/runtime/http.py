@@ -31,6 +31,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from deploy.runtime import correlation
+
 log = structlog.get_logger("http")
 
 MAX_BODY = 1 << 20
@@ -432,7 +434,8 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
     runs just before the handler, so after every middleware (authentication
     included). A key that names no route is a start-up error.
     """
-    chain = [error_middleware]
+    # The correlation id first: the error envelope's log lines carry it too (README, "Tracing").
+    chain = [correlation.middleware, error_middleware]
     if rate_limit > 0:  # before authentication: a flood of bad tokens is limited too
         chain.append(RateLimiter(rate_limit).middleware)
     if auth is not None:
@@ -446,6 +449,7 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
                            r.kwargs) if (r.method, r.path) in limited else r for r in routes]
     app = web.Application(middlewares=[*chain, *middlewares], client_max_size=MAX_BODY)
     app[ROUTE_LIMITER] = limiter
+    correlation.install(app)
     app.add_routes(routes)
     return app
 
