@@ -28,6 +28,7 @@ import json
 import aio_pika
 import structlog
 
+from deploy.runtime import correlation
 from deploy.runtime.aio import wait_event
 from deploy.runtime.amqp import (MalformedMessage, Names, Nodes, dead_letter_queue_arguments, declare_topology,
                                  from_message)
@@ -128,11 +129,17 @@ class Consumer:
         backoff = Backoff(base=0.2, cap=self.settings.retry_cap)
         message_id = message.message_id or ""
         event = None
+        attempt = 1
         try:
             while True:
                 try:
                     event = from_message(message.body)
-                    await self.finalizer.handle(event)
+                    with correlation.bound(_correlation_id(message, event)):
+                        if attempt == 1:  # a trace step (README, "Tracing"); not again per retry
+                            log.info("message_consumed", message_id=message_id, type=event["type"],
+                                     order_id=_text(event["data"].get("order_id")))
+                        attempt += 1
+                        await self.finalizer.handle(event)
                     await message.ack()
                     self.processed += 1
                     self.on_processed()
@@ -170,6 +177,12 @@ class Consumer:
         log.warning("dead_lettered", message_id=message.message_id, reason=reason[:200])
 
 
+def _correlation_id(message: aio_pika.abc.AbstractIncomingMessage, event: dict) -> str | None:
+    """The message's correlation id: its AMQP property, else the CloudEvent's ``correlationid``;
+    only a well-formed one (deploy.runtime.correlation.accept), else None."""
+    return correlation.accept(message.correlation_id) or correlation.accept(event.get("correlationid"))
+
+
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -195,8 +208,12 @@ class Dispatcher:
             try:
                 for note in await self.store.due_deliveries():
                     try:
-                        await self.sink.send(note)
-                        await self.store.delivered(note["id"])
+                        with correlation.bound(note.get("correlation_id")):
+                            await self.sink.send(note)
+                            await self.store.delivered(note["id"])
+                            # The last trace step (README, "Tracing").
+                            log.info("notification_delivered", notification_id=str(note["id"]),
+                                     kind=note["kind"], order_id=note["order_id"])
                     except Exception as exc:
                         # Exponential with full jitter, so a recovering webhook is not hit in lock-step.
                         retry_in = Backoff(base=1.0, cap=300.0, attempt=note["attempts"]).next_delay()
