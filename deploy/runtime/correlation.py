@@ -27,7 +27,9 @@ from protocol.messages import correlation_id as wire_correlation_id
 HEADER = "X-Request-Id"
 KEY = "correlation_id"  # the log key, and the request's key for the id
 _current: ContextVar[str | None] = ContextVar("ticketflow_correlation_id", default=None)
-REQUEST_KEY = "ticketflow_correlation_id"  # where the middleware keeps the id on the request
+# Where the middleware keeps the id on the request.
+REQUEST_KEY = web.RequestKey("ticketflow_correlation_id", str) if hasattr(web, "RequestKey") \
+    else "ticketflow_correlation_id"
 
 
 def accept(value: object) -> str | None:
