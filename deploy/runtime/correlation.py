@@ -25,7 +25,7 @@ from deploy.runtime.ids import uuid7
 from protocol.messages import correlation_id as wire_correlation_id
 
 HEADER = "X-Request-Id"
-KEY = "correlation_id"  # the log key, and the request's key for the id
+KEY = "correlation_id"  # the log key
 _current: ContextVar[str | None] = ContextVar("ticketflow_correlation_id", default=None)
 # Where the middleware keeps the id on the request.
 REQUEST_KEY = web.RequestKey("ticketflow_correlation_id", str) if hasattr(web, "RequestKey") \
@@ -57,7 +57,7 @@ def bound(correlation_id: str | None) -> Iterator[None]:
         return
     token = _current.set(correlation_id)
     try:
-        with structlog.contextvars.bound_contextvars(correlation_id=correlation_id):
+        with structlog.contextvars.bound_contextvars(**{KEY: correlation_id}):
             yield
     finally:
         _current.reset(token)

@@ -102,3 +102,43 @@ def test_accept_bounds_length_and_charset():
     assert correlation.accept("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") is not None  # traceparent
     for bad in (None, 7, "", " a", "a\nb", "a\x00", "a/b", "a\"b"):
         assert correlation.accept(bad) is None
+
+
+def test_the_amqp_message_carries_the_id_as_its_correlation_id_property_and_a_cloudevents_attribute():
+    from deploy.runtime.amqp import from_message, to_message
+    from protocol.messages import Event
+
+    traced = to_message(Event(3, "e-3", "payment.succeeded", "billing", "2027-01-01T00:00:00Z", {"order_id": "o"},
+                              "pay-1"))
+    assert traced.correlation_id == "pay-1" and from_message(traced.body)["correlationid"] == "pay-1"
+    untraced = to_message(Event(4, "e-4", "payment.succeeded", "billing", "2027-01-01T00:00:00Z", {"order_id": "o"}))
+    assert untraced.correlation_id is None and "correlationid" not in from_message(untraced.body)
+
+
+def test_trace_reads_ha_replicas_logs_and_names_a_missing_one(tmp_path):
+    from deploy.ops import trace
+
+    def write(name: str, *lines: dict) -> None:
+        (tmp_path / name).write_text("not json\n" + "".join(json.dumps(line) + "\n" for line in lines))
+
+    write("reservation-1.log", {"service": "reservation", "event": "event_emitted", "ts": "2027-01-01T00:00:00.000Z",
+                                "correlation_id": "h1", "order_id": "o1", "type": "reservation.created"},
+          {"service": "reservation", "event": "event_emitted", "ts": "2027-01-01T00:00:00.001Z",
+           "correlation_id": "h2", "order_id": "o2", "type": "reservation.created"})
+    write("reservation-2.log", {"service": "reservation", "event": "event_emitted", "ts": "2027-01-01T00:00:00.300Z",
+                                "correlation_id": "p1", "order_id": "o1", "type": "reservation.confirmed"})
+    write("billing-2.log", {"service": "billing", "event": "events_applied", "ts": "2027-01-01T00:00:00.020Z",
+                            "trace": [[1, "h1", "o1", "reservation.created", "order_opened"],
+                                      [2, "h2", "o2", "reservation.created", "order_opened"]]},
+          {"service": "billing", "event": "event_emitted", "ts": "2027-01-01T00:00:00.100Z",
+           "correlation_id": "p1", "order_id": "o1", "type": "payment.succeeded"})
+    write("bridge.log", {"service": "bridge", "event": "events_confirmed", "ts": "2027-01-01T00:00:00.150Z",
+                         "trace": [[1, "p1", "o1", "payment.succeeded"]]})
+    report = trace.find("o1", trace.log_files(tmp_path))
+    assert report["correlation_ids"] == ["h1", "p1"]
+    assert [(s["replica"], s["step"], s["since_start_ms"]) for s in report["steps"]] == [
+        ("reservation-1", "event_emitted", 0.0), ("billing-2", "events_applied", 20.0),
+        ("billing-2", "event_emitted", 100.0), ("bridge", "events_confirmed", 150.0),
+        ("reservation-2", "event_emitted", 300.0)]
+    assert report["missing_logs"] == ["portal"]
+    assert "portal: no log file found" in trace.render(report)
