@@ -215,6 +215,11 @@ class Publisher:
         return self._position_queues[stream]
 
 
+def _trace(event: Event) -> list[object]:
+    data = event.data if isinstance(event.data, dict) else {}
+    return [event.seq, event.correlation_id, data.get("order_id"), event.type]
+
+
 def _retrieved(task: asyncio.Task) -> None:
     """A position record that failed after the bridge stopped waiting for it is not an error to report."""
     if not task.cancelled():
@@ -232,7 +237,13 @@ class PaymentsToBroker:
         return await self.publisher.position(self.stream)
 
     async def apply(self, events: Sequence[Event]) -> None:
+        # Trace lines (README, "Tracing"): one per batch, each event as [seq, correlation id, order id, type].
+        trace = [_trace(e) for e in events]
+        log.info("events_published", stream=self.stream, first_seq=events[0].seq, last_seq=events[-1].seq,
+                 count=len(events), trace=trace)
         await self.publisher.publish(events)
+        log.info("events_confirmed", stream=self.stream, first_seq=events[0].seq, last_seq=events[-1].seq,
+                 count=len(events), trace=trace)
         # Recorded only after every message of the batch is confirmed, so the broker's
         # position never runs ahead of what the broker holds; confirmed with the next batch.
         self.publisher.save_position(self.stream, events[-1].seq)

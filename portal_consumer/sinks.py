@@ -35,10 +35,14 @@ class WebhookSink:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def send(self, notification: dict[str, Any]) -> None:
-        body = {k: (str(v) if k == "id" else v) for k, v in notification.items() if k != "attempts"}
+        body = {k: (str(v) if k == "id" else v) for k, v in notification.items()
+                if k not in ("attempts", "correlation_id")}
+        # The sale's correlation id travels as a header, as on every TicketFlow HTTP call (README, "Tracing").
+        correlation_id = notification.get("correlation_id")
+        headers = {"X-Request-Id": correlation_id} if correlation_id else None
         try:
             async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                async with session.post(self.url, json=body) as response:
+                async with session.post(self.url, json=body, headers=headers) as response:
                     if response.status >= 300:
                         raise ConnectionError(f"webhook answered {response.status}")
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:

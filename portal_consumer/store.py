@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from deploy.runtime import correlation
 from deploy.runtime.ids import uuid7
 from deploy.runtime.migrations import migrate_postgres
 from deploy.runtime.pg import Database
@@ -43,10 +44,12 @@ class PortalStore:
                 " ON CONFLICT DO NOTHING RETURNING true", event_id, kind, order_id, outcome)
             if not inserted:
                 return False
+            correlation_id = correlation.current()  # the sale event's (README, "Tracing")
             await conn.executemany(
-                "INSERT INTO portal_notifications (id, event_id, user_id, kind, order_id, payload)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                [(uuid7(), event_id, n.user_id, n.kind, n.order_id, n.payload) for n in notifications])
+                "INSERT INTO portal_notifications (id, event_id, user_id, kind, order_id, payload, correlation_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [(uuid7(), event_id, n.user_id, n.kind, n.order_id, n.payload, correlation_id)
+                 for n in notifications])
             return True
 
         return await self.db.transaction(record, idempotent=True)
@@ -62,7 +65,7 @@ class PortalStore:
 
     async def due_deliveries(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self.db.run(lambda c: c.fetch(
-            "SELECT id, user_id, kind, order_id, payload, attempts FROM portal_notifications"
+            "SELECT id, user_id, kind, order_id, payload, attempts, correlation_id FROM portal_notifications"
             " WHERE delivered_at IS NULL AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1", limit),
             idempotent=True)
         return [dict(r) for r in rows]

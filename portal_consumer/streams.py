@@ -28,7 +28,7 @@ import json
 import aio_pika
 import structlog
 
-from deploy.runtime import metrics
+from deploy.runtime import correlation, metrics
 from deploy.runtime.aio import wait_event
 from deploy.runtime.amqp import (MalformedMessage, Names, Nodes, dead_letter_queue_arguments, declare_topology,
                                  from_message)
@@ -109,15 +109,19 @@ class Consumer:
 
     async def _in_order(self, message: aio_pika.abc.AbstractIncomingMessage, dlx) -> None:
         """Run :meth:`_handle`, serialised with other messages about the same order."""
+        body = None
         try:
-            key = str(json.loads(message.body)["data"]["order_id"])
+            body = json.loads(message.body)
+            key = str(body["data"]["order_id"])
         except Exception:
             key = ""  # unreadable: _handle dead-letters it; no order to keep in sequence
         lock, users = self._order_locks.get(key, (asyncio.Lock(), 0))
         self._order_locks[key] = (lock, users + 1)
         try:
-            async with lock:
-                await self._handle(message, dlx)
+            # Every line about the message carries the id of the request behind it (README, "Tracing").
+            with correlation.bound(_correlation_id(message, body)):
+                async with lock:
+                    await self._handle(message, dlx)
         finally:
             lock, users = self._order_locks[key]
             if users == 1:
@@ -129,10 +133,15 @@ class Consumer:
         backoff = Backoff(base=0.2, cap=self.settings.retry_cap)
         message_id = message.message_id or ""
         event = None
+        attempt = 1
         try:
             while True:
                 try:
                     event = from_message(message.body)
+                    if attempt == 1:  # a trace step (README, "Tracing"); not again per retry
+                        log.info("message_consumed", message_id=message_id, type=event["type"],
+                                 order_id=_text(event["data"].get("order_id")))
+                    attempt += 1
                     outcome = await self.finalizer.handle(event)
                     await message.ack()
                     metrics.SALES.labels(metrics.bounded(outcome)).inc()
@@ -179,6 +188,13 @@ class Consumer:
         log.warning("dead_lettered", message_id=message.message_id, reason=reason[:200])
 
 
+def _correlation_id(message: aio_pika.abc.AbstractIncomingMessage, body: object) -> str | None:
+    """The message's correlation id: its AMQP property, else the CloudEvent's ``correlationid``;
+    only a well-formed one (deploy.runtime.correlation.accept), else None."""
+    from_body = body.get("correlationid") if isinstance(body, dict) else None
+    return correlation.accept(getattr(message, "correlation_id", None)) or correlation.accept(from_body)
+
+
 def _text(value) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -198,20 +214,26 @@ class Dispatcher:
     def kick(self) -> None:
         self._wake.set()
 
+    async def _deliver(self, note: dict) -> None:
+        try:
+            await self.sink.send(note)
+            await self.store.delivered(note["id"])
+            log.info("notification_delivered", notification_id=str(note["id"]), kind=note["kind"],
+                     order_id=note["order_id"])  # the last trace step (README, "Tracing")
+        except Exception as exc:
+            # Exponential with full jitter, so a recovering webhook is not hit in lock-step.
+            retry_in = Backoff(base=1.0, cap=300.0, attempt=note["attempts"]).next_delay()
+            log.warning("notification_delivery_failed", notification_id=str(note["id"]),
+                        retry_in=retry_in, reason=repr(exc))
+            await self.store.delivery_failed(note["id"], retry_in)
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
             try:
                 for note in await self.store.due_deliveries():
-                    try:
-                        await self.sink.send(note)
-                        await self.store.delivered(note["id"])
-                    except Exception as exc:
-                        # Exponential with full jitter, so a recovering webhook is not hit in lock-step.
-                        retry_in = Backoff(base=1.0, cap=300.0, attempt=note["attempts"]).next_delay()
-                        log.warning("notification_delivery_failed", notification_id=str(note["id"]),
-                                    retry_in=retry_in, reason=repr(exc))
-                        await self.store.delivery_failed(note["id"], retry_in)
+                    with correlation.bound(note.get("correlation_id")):  # its lines carry the sale's id
+                        await self._deliver(note)
             except Exception as exc:
                 log.warning("dispatcher_waiting", reason=repr(exc))
             await wait_event(self._wake, 1.0)

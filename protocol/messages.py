@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ NONCE_SIZE = 32
 PROOF_SIZE = 32
 MAX_SEQ = (1 << 64) - 1
 MAX_NONCE = (1 << 64) - 1  # a ping nonce is an unsigned 64-bit integer
+MAX_CORRELATION_ID = 128  # characters of event.correlationid (PROTOCOL.md section 5)
+_CORRELATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +28,14 @@ class Event:
     source: str
     time: str
     data: Any = None
+    # Optional (PROTOCOL.md section 5): the id of the request that caused the event, for tracing.
+    correlation_id: str | None = None
 
     def envelope(self) -> dict[str, Any]:
-        return {"id": self.id, "type": self.type, "source": self.source, "time": self.time, "data": self.data}
+        envelope = {"id": self.id, "type": self.type, "source": self.source, "time": self.time, "data": self.data}
+        if self.correlation_id is not None:
+            envelope["correlationid"] = self.correlation_id
+        return envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +179,15 @@ def _check_data(value: Any) -> None:
         raise ProtocolError(ErrorCode.MALFORMED_FRAME, f"event.data holds a {type(value).__name__}")
 
 
+def correlation_id(value: Any) -> str | None:
+    """``event.correlationid`` if it is one (a str of 1..128 of ``A-Za-z0-9._:-``, not starting with
+    punctuation); anything else counts as absent. It is a diagnostic: a bad one must never stop the
+    stream (a MALFORMED_FRAME would be resent forever), so it is dropped, not refused."""
+    if isinstance(value, str) and len(value) <= MAX_CORRELATION_ID and _CORRELATION_ID.fullmatch(value):
+        return value
+    return None
+
+
 def from_wire(body: dict[str, Any]) -> Message:
     """A decoded frame body → a typed message; unknown types are UNEXPECTED_FRAME."""
     kind = body["type"]
@@ -190,6 +207,7 @@ def from_wire(body: dict[str, Any]) -> Message:
             source=_field(envelope, "source", str),
             time=_field(envelope, "time", str),
             data=data,
+            correlation_id=correlation_id(envelope.get("correlationid")),
         )
     if kind == "ack":
         return Ack(_seq(body, "seq", 0))

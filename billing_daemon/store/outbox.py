@@ -43,12 +43,15 @@ from collections.abc import Callable
 from typing import Any
 
 import aiomysql
+import structlog
 
-from deploy.runtime import events
+from deploy.runtime import correlation, events
 from deploy.runtime.ids import uuid7
 from deploy.runtime.mysql import MariaDB, execute, fetchall, fetchone, fetchval
 from deploy.runtime.times import rfc3339
 from protocol.messages import Event
+
+log = structlog.get_logger("billing.outbox")
 
 OUT_STREAM = "payments"
 SOURCE = "ticketflow/billing"
@@ -79,11 +82,15 @@ class Outbox:
         row's AUTO_INCREMENT id, taken here, is what orders it among rows committed in the
         same sequencing batch, and it agrees with commit order only for writers that insert
         after the locks (and reads) that order them (see the module's docstring).
+        The row keeps the correlation id of what this task is doing (the request, or the
+        reservation event being applied): README, "Tracing".
         """
         data = events.validated(kind, data)  # the contract every consumer reads (deploy/runtime/events.py)
-        await execute(conn, "INSERT INTO outbox (stream, event_id, type, data, created_at)"
-                            " VALUES (%s, %s, %s, %s, NOW(6))",
-                      (OUT_STREAM, str(uuid7()), kind, json.dumps(data)))
+        await execute(conn, "INSERT INTO outbox (stream, event_id, type, data, created_at, correlation_id)"
+                            " VALUES (%s, %s, %s, %s, NOW(6), %s)",
+                      (OUT_STREAM, str(uuid7()), kind, json.dumps(data), correlation.current()))
+        # A trace step; logged inside the transaction (a rollback after it leaves this line alone).
+        log.info("event_emitted", type=kind, order_id=data.get("order_id"))
 
     def emitted(self) -> None:
         """Tell the relay (after the commit) that new rows may exist."""
@@ -137,12 +144,12 @@ class Outbox:
             if after + limit > self._numbered:
                 await self._sequence(conn, max(limit, SEQUENCE_BATCH))
             return await fetchall(
-                conn, "SELECT seq, event_id, type, data, created_at FROM outbox WHERE stream = %s AND seq > %s"
-                      " ORDER BY seq LIMIT %s", (OUT_STREAM, after, limit))
+                conn, "SELECT seq, event_id, type, data, created_at, correlation_id FROM outbox"
+                      " WHERE stream = %s AND seq > %s ORDER BY seq LIMIT %s", (OUT_STREAM, after, limit))
 
         rows = await self.db.run(read, idempotent=True)
-        return [Event(r["seq"], r["event_id"], r["type"], SOURCE, rfc3339(r["created_at"]), json.loads(r["data"]))
-                for r in rows]
+        return [Event(r["seq"], r["event_id"], r["type"], SOURCE, rfc3339(r["created_at"]), json.loads(r["data"]),
+                      r["correlation_id"]) for r in rows]
 
     async def head(self) -> int:
         """The stream's last sequence number, after numbering what is pending."""

@@ -52,9 +52,9 @@ SEAT = "lpad(CAST(:n AS text), 32, '0')::uuid"
 STATEMENTS = {
     # The daemon's statement, word for word, with pgbench values for its parameters:
     # $1 a fresh reservation id, $2 no event (the one-seat /api/reserve), $3 one seat, $4 the user,
-    # $5 the TTL in seconds, $6..$8 no Idempotency-Key.
+    # $5 the TTL in seconds, $6..$8 no Idempotency-Key, $9 the request's correlation id (a uuid's length).
     "daemon": "SELECT outcome, body FROM tf_reserve(gen_random_uuid(), NULL, ARRAY[" + SEAT + "], 'bench',"
-              " make_interval(secs => 600), NULL, NULL, NULL);",
+              " make_interval(secs => 600), NULL, NULL, NULL, '0190c3c4-1111-7222-8333-444455556666');",
     # Issue 13's one-statement hold on the real columns. seq: a plain sequence (created by the bench in
     # its throwaway database), on a stream of its own so it never meets the daemon's sequence numbers.
     "one-statement": "WITH s AS (UPDATE seats SET status = 'held', reservation_id = gen_random_uuid()"

@@ -26,6 +26,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
@@ -127,6 +128,21 @@ def _status(args: argparse.Namespace) -> int:
 
     _use_topology(args.topology)  # status reads that topology's servers, replicas and cluster
     return status_main(args.json, stack_settings())
+
+
+def _trace(args: argparse.Namespace) -> int:
+    import json
+
+    from deploy.ops import trace
+    from deploy.ops.supervisor import daemon_dirs, daemon_env
+
+    settings = stack_settings()
+    logs = Path(args.logs) if args.logs else daemon_dirs(settings)[1]
+    known = [] if args.no_db else [trace.order_correlation_id(args.order_id, daemon_env(settings))]
+    report = trace.find(args.order_id, trace.log_files(logs), [k for k in known if k])
+    report["logs_dir"] = str(logs)
+    print(json.dumps(report, indent=2) if args.json else trace.render(report))
+    return 0 if report["steps"] else 1
 
 
 def _link(args: argparse.Namespace) -> int:
@@ -428,6 +444,20 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local",
                         help="ha: daemons' lag read through HAProxy, plus PostgreSQL roles, lag, etcd and HAProxy")
     status.set_defaults(func=_status)
+
+    trace_cmd = commands.add_parser(
+        "trace", help="one purchase's path through all four daemons' logs, with the time between steps",
+        description="Finds the order's correlation ids (billing's order row keeps the hold request's; every log "
+        "line naming the order adds its own) and prints every step of the daemons' logs that carries one of them, "
+        "in time order, with the milliseconds since the first step and since the previous one. Reads every "
+        "replica's log (reservation-1.log, ... under --topology ha). Says which daemon's log is missing. "
+        "Exit 1 if no step was found.")
+    trace_cmd.add_argument("order_id", metavar="ORDER_ID", help="the order id (the same as its reservation's id)")
+    trace_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    trace_cmd.add_argument("--logs", metavar="DIR", help="where the logs are (default: <stack dir>/logs, where "
+                           "`run all` writes them)")
+    trace_cmd.add_argument("--no-db", action="store_true", help="do not ask billing's database for the order's id")
+    trace_cmd.set_defaults(func=_trace)
 
     link = commands.add_parser(
         "link", help="repair a link: move a receiver past events its sender no longer retains",

@@ -215,11 +215,16 @@ async def declare_position_queue(connection: aio_pika.abc.AbstractConnection, na
 
 
 def to_message(event: Event) -> aio_pika.Message:
+    """The event as a CloudEvent; its correlation id (if any) as the extension attribute
+    ``correlationid`` and as the message's AMQP ``correlation_id`` property (README, "Tracing")."""
     body = {"specversion": "1.0", "id": event.id, "source": event.source, "type": event.type,
             "time": event.time, "datacontenttype": "application/json", "data": event.data}
+    if event.correlation_id is not None:
+        body["correlationid"] = event.correlation_id
     return aio_pika.Message(
         json.dumps(body, separators=(",", ":")).encode(), content_type=CLOUDEVENTS_JSON, message_id=event.id,
         type=event.type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers={"ticketflow-seq": event.seq},
+        correlation_id=event.correlation_id,
     )
 
 

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from deploy.runtime import metrics
+from deploy.runtime import correlation, metrics
 
 log = structlog.get_logger("http")
 
@@ -435,7 +435,9 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
     runs just before the handler, so after every middleware (authentication
     included). A key that names no route is a start-up error.
     """
-    chain = [metrics.middleware, *outer, error_middleware]  # counted outermost: the status the client gets
+    # The correlation id first: the error envelope's log lines carry it too (README, "Tracing"); then metrics,
+    # counted outside everything else: the status the client gets.
+    chain = [correlation.middleware, metrics.middleware, *outer, error_middleware]
     if rate_limit > 0:  # before authentication: a flood of bad tokens is limited too
         chain.append(RateLimiter(rate_limit).middleware)
     if auth is not None:
@@ -449,6 +451,7 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
                            r.kwargs) if (r.method, r.path) in limited else r for r in routes]
     app = web.Application(middlewares=[*chain, *middlewares], client_max_size=MAX_BODY)
     app[ROUTE_LIMITER] = limiter
+    correlation.install(app)
     app.add_routes(routes)
     return app
 

@@ -1,7 +1,8 @@
 """structlog set up once for every daemon: JSON lines on stdout.
 
 Keys used everywhere: ``service``, ``event``, ``level``, ``ts`` and, where
-they apply, ``stream``, ``seq``, ``peer``, ``event_id``, ``duration_ms``.
+they apply, ``stream``, ``seq``, ``peer``, ``event_id``, ``order_id``, ``duration_ms``, and
+``correlation_id`` (bound per request and per event: deploy/runtime/correlation.py).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from deploy.runtime import correlation
 from deploy.runtime.auth import read_token_file
 
 
@@ -63,8 +64,11 @@ class Peer:
         assert self.session is not None
         url = self.base_url + path
         try:
+            # The correlation id of what this task is doing goes along (README, "Tracing").
+            correlation_id = correlation.current()
+            traced = {correlation.HEADER: correlation_id} if correlation_id is not None else {}
             async with self.session.request(method, url, json=body,
-                                            headers={**self.token.header(), **(headers or {})}) as response:
+                                            headers={**self.token.header(), **traced, **(headers or {})}) as response:
                 payload = await response.json(content_type=None)
                 if response.status >= 500 or response.status == 429:
                     raise PeerUnavailable(f"{method} {url} answered {response.status}")

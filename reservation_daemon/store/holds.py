@@ -8,12 +8,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import structlog
+
+from deploy.runtime import correlation
 from deploy.runtime.pg import Database
 from reservation_daemon.store.outcome import Outcome
 
+log = structlog.get_logger("reservation.holds")
+
 # Outcomes after which the transaction may have written an outbox row (a replayed or repeated
-# answer wrote none: the wake-up it causes is spurious and harmless).
-EMITTING = frozenset({"held", "cancelled", "confirmed", "released"})
+# answer wrote none: the wake-up it causes is spurious and harmless), and the event type it wrote.
+EMITTING = {"held": "reservation.created", "cancelled": "reservation.cancelled",
+            "confirmed": "reservation.confirmed", "released": "reservation.cancelled"}
 
 
 class HoldStore:
@@ -21,9 +27,14 @@ class HoldStore:
 
     emitted: Callable[[], None]  # OutboxStore's: wakes the relay after a commit that wrote outbox rows
 
-    def _answer(self, outcome: Outcome) -> Outcome:
-        if outcome.name in EMITTING:
+    def _answer(self, outcome: Outcome, reservation_id: uuid.UUID | None = None) -> Outcome:
+        kind = EMITTING.get(outcome.name)
+        if kind is not None:
             self.emitted()
+            # The trace's first step (README, "Tracing"); the request's correlation_id is bound.
+            # A replayed answer (Idempotency-Key) logs it again though it wrote no new row.
+            order_id = reservation_id or (outcome.body or {}).get("id")
+            log.info("event_emitted", type=kind, order_id=str(order_id) if order_id else None)
         return outcome
 
     async def reserve(self, reservation_id: uuid.UUID, event_id: uuid.UUID | None, seat_ids: list[uuid.UUID],
@@ -32,8 +43,8 @@ class HoldStore:
         """Hold the seats, all or nothing, in one round trip (tf_reserve)."""
         scope, key, request_hash = idempotency or (None, None, None)
         row = await self.db.run(lambda c: c.fetchrow(
-            "SELECT outcome, body FROM tf_reserve($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)",
-            reservation_id, event_id, seat_ids, user_id, ttl_seconds, scope, key, request_hash,
+            "SELECT outcome, body FROM tf_reserve($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9)",
+            reservation_id, event_id, seat_ids, user_id, ttl_seconds, scope, key, request_hash, correlation.current(),
         ), idempotent=idempotency is not None)
         return self._answer(Outcome(row["outcome"], row["body"]))
 
@@ -61,17 +72,19 @@ class HoldStore:
 
     async def cancel(self, reservation_id: uuid.UUID) -> Outcome:
         # Releasing is idempotent (a second release answers the same), so it may be retried.
-        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_cancel($1)", reservation_id), idempotent=True)
-        return self._answer(Outcome(row["outcome"], row["body"]))
+        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_cancel($1, $2)", reservation_id,
+                                                     correlation.current()), idempotent=True)
+        return self._answer(Outcome(row["outcome"], row["body"]), reservation_id)
 
     async def confirm(self, reservation_id: uuid.UUID) -> Outcome:
-        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_confirm($1)", reservation_id), idempotent=True)
-        return self._answer(Outcome(row["outcome"], row["body"]))
+        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_confirm($1, $2)", reservation_id,
+                                                     correlation.current()), idempotent=True)
+        return self._answer(Outcome(row["outcome"], row["body"]), reservation_id)
 
     async def release_sold(self, reservation_id: uuid.UUID) -> Outcome:
-        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_release_sold($1)", reservation_id),
-                                idempotent=True)
-        return self._answer(Outcome(row["outcome"], row["body"]))
+        row = await self.db.run(lambda c: c.fetchrow("SELECT * FROM tf_release_sold($1, $2)", reservation_id,
+                                                     correlation.current()), idempotent=True)
+        return self._answer(Outcome(row["outcome"], row["body"]), reservation_id)
 
     async def claim_due(self, limit: int, lease_seconds: float) -> list[uuid.UUID]:
         """Due holds (past their expiry, still held) this replica asks billing about next."""

@@ -35,9 +35,11 @@ class OutboxStore:
         Not in a transaction: the numbers are committed before the answer arrives.
         """
         rows = await self.db.run(lambda c: c.fetch(
-            "SELECT seq, event_id, type, data, created FROM tf_outbox_read($1, $2, $3)", STREAM, after, limit,
+            "SELECT seq, event_id, type, data, created, correlation_id FROM tf_outbox_read($1, $2, $3)",
+            STREAM, after, limit,
         ), idempotent=True)
-        return [Event(r["seq"], str(r["event_id"]), r["type"], SOURCE, r["created"], r["data"]) for r in rows]
+        return [Event(r["seq"], str(r["event_id"]), r["type"], SOURCE, r["created"], r["data"], r["correlation_id"])
+                for r in rows]
 
     async def outbox_head(self) -> int:
         """The stream's last seq, after numbering what has committed."""

@@ -2,7 +2,8 @@
 --   cancelled              body: the reservation (also when it already was: releasing twice is harmless)
 --   reservation_not_found  body: {}
 --   not_held               body: {"status": its status}  (expired or confirmed)
-CREATE OR REPLACE FUNCTION tf_cancel(p_id uuid) RETURNS TABLE (outcome text, body jsonb)
+-- p_correlation: the request's correlation id, stored with the outbox row (README, "Tracing").
+CREATE OR REPLACE FUNCTION tf_cancel(p_id uuid, p_correlation text DEFAULT NULL) RETURNS TABLE (outcome text, body jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_res reservations;
@@ -30,6 +31,6 @@ BEGIN
     UPDATE seats s SET status = 'available', reservation_id = NULL WHERE s.reservation_id = p_id AND s.status = 'held';
     PERFORM tf_emit('reservation.cancelled', jsonb_build_object(
         'reservation_id', p_id, 'event_id', v_res.event_id, 'user_id', v_res.user_id,
-        'seat_ids', to_jsonb(v_res.seat_ids), 'cancelled_at', tf_time(now())));
+        'seat_ids', to_jsonb(v_res.seat_ids), 'cancelled_at', tf_time(now())), p_correlation);
     RETURN QUERY SELECT 'cancelled'::text, tf_reservation_json(p_id);
 END $$;

@@ -4,7 +4,8 @@
 --   hold_lost              body: {"status": its status}  (expired or cancelled: its seats may be sold to someone else)
 -- A hold still held becomes a sale even past its expiry: it has not been released with
 -- billing's word, and the service confirms only after billing took the payment.
-CREATE OR REPLACE FUNCTION tf_confirm(p_id uuid) RETURNS TABLE (outcome text, body jsonb)
+-- p_correlation: the request's correlation id, stored with the outbox row (README, "Tracing").
+CREATE OR REPLACE FUNCTION tf_confirm(p_id uuid, p_correlation text DEFAULT NULL) RETURNS TABLE (outcome text, body jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_res reservations;
@@ -27,6 +28,6 @@ BEGIN
     PERFORM tf_emit('reservation.confirmed', jsonb_build_object(
         'reservation_id', p_id, 'event_id', v_res.event_id, 'user_id', v_res.user_id,
         'seat_ids', to_jsonb(v_res.seat_ids), 'amount_minor', v_res.amount_minor,
-        'currency', v_res.currency, 'confirmed_at', tf_time(now())));
+        'currency', v_res.currency, 'confirmed_at', tf_time(now())), p_correlation);
     RETURN QUERY SELECT 'confirmed'::text, tf_reservation_json(p_id);
 END $$;

@@ -3,7 +3,7 @@
 -- do not fill the request. Call it outside an explicit transaction: the numbers it returns
 -- are committed (durably) before the client sees the answer.
 CREATE OR REPLACE FUNCTION tf_outbox_read(p_stream text, p_after bigint, p_limit int)
-RETURNS TABLE (seq bigint, event_id uuid, type text, data jsonb, created text)
+RETURNS TABLE (seq bigint, event_id uuid, type text, data jsonb, created text, correlation_id text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -11,6 +11,6 @@ BEGIN
         PERFORM tf_sequence_outbox(p_stream, p_limit);
     END IF;
     RETURN QUERY
-        SELECT o.seq, o.event_id, o.type, o.data, tf_time(o.created_at) FROM outbox o
+        SELECT o.seq, o.event_id, o.type, o.data, tf_time(o.created_at), o.correlation_id FROM outbox o
          WHERE o.stream = p_stream AND o.seq > p_after ORDER BY o.seq LIMIT p_limit;
 END $$;

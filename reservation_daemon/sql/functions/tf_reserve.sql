@@ -8,6 +8,7 @@
 -- or, with an Idempotency-Key, tf_claim_key's answer (in_progress, key_reused, or the
 -- earlier answer under the key).
 --
+-- p_correlation: the request's correlation id, stored with the outbox row (README, "Tracing").
 -- p_event may be NULL (the one-seat /api/reserve): the seat's own event is used. With an
 -- idempotency key the answer is recorded in the same transaction; a retry with that key
 -- returns it. A hold past its expiry keeps its seats until the sweeper has billing's word
@@ -24,7 +25,7 @@
 --   SQL function, planned at every call). It is what tf_reservation_json reads back: the seat
 --   fields shown do not change here, created_at is now() (the column's default).
 CREATE OR REPLACE FUNCTION tf_reserve(p_id uuid, p_event uuid, p_seats uuid[], p_user text, p_ttl interval,
-                                      p_scope text, p_key text, p_hash text)
+                                      p_scope text, p_key text, p_hash text, p_correlation text DEFAULT NULL)
 RETURNS TABLE (outcome text, body jsonb)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
@@ -91,7 +92,7 @@ BEGIN
     END IF;
     -- Last: the event's id is drawn after every lock it depends on is taken (tf_emit).
     IF v_outcome = 'held' THEN
-        PERFORM tf_emit('reservation.created', v_body);
+        PERFORM tf_emit('reservation.created', v_body, p_correlation);
     END IF;
     RETURN QUERY SELECT v_outcome, v_body;
 END $$;
