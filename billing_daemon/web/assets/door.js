@@ -28,7 +28,7 @@
     headline.textContent = text;
     detail.textContent = more;
     if (outcome !== "checking" && outcome !== "idle") {
-      recent.prepend(el("li", { "data-outcome": outcome }, `${new Date().toLocaleTimeString()} — ${text}`));
+      recent.prepend(el("li", { "data-outcome": outcome }, `${clock(new Date())} — ${text}`));
       while (recent.children.length > 8) recent.lastElementChild.remove();
     }
   }

@@ -70,16 +70,17 @@
     root.append(svg("text", { x: L, y: 14 }, `seats per ${duration(overTime.bucket_seconds)} (bars, left scale)`));
     root.append(svg("line", { class: "legend-line", x1: W - 190, y1: 10, x2: W - 170, y2: 10 }));
     root.append(svg("text", { x: W - 165, y: 14 }, "seats so far (right scale)"));
-    let running = 0, path = "";
+    let running = 0, path = `M${L} ${T + plotH}`;  // the running total starts at 0 and steps up per bucket
+    const barW = Math.min(Math.max(step * 0.8, 1), 48);
     buckets.forEach(([t, seats], i) => {
       const h = (seats / top) * plotH, x = L + i * step;
-      const bar = svg("rect", { class: "bar", x: x + step * 0.1, y: T + plotH - h, width: Math.max(step * 0.8, 1),
+      const bar = svg("rect", { class: "bar", x: x + (step - barW) / 2, y: T + plotH - h, width: barW,
                                 height: h, "data-seats": seats });
       bar.append(svg("title", {}, `${new Date(t).toLocaleString()}: ${seats} seats`));
       root.append(bar);
       running += seats;
       const y = T + plotH - (running / Math.max(total, 1)) * plotH;
-      path += `${i ? "L" : "M"}${(x + step / 2).toFixed(1)} ${y.toFixed(1)}`;
+      path += `L${x.toFixed(1)} ${y.toFixed(1)}L${(x + step).toFixed(1)} ${y.toFixed(1)}`;
     });
     root.append(svg("path", { class: "line", d: path }));
     root.append(svg("text", { x: L + plotW / 2, y: H - 6, "text-anchor": "middle" }, "time (your local time)"));
