@@ -12,6 +12,7 @@ functions over the :class:`Deps` of the app (``request.app[DEPS]``).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from aiohttp import web
 from billing_daemon import accounts
 from billing_daemon.accounts import AccountStore
 from billing_daemon.config import Settings
-from billing_daemon.openapi import SPEC
+from billing_daemon.openapi import PAGES, SPEC
 from billing_daemon.payments import Payments
 from billing_daemon.rules import Answer, Refused, email_taken
 from billing_daemon.store import BillingStore, Replayed, Result
@@ -31,6 +32,7 @@ from deploy.runtime.auth import ORGANIZER, Principal, TokenIssuer, Unauthorized,
 from deploy.runtime.http import (ApiError, NotFound, RouteLimit, error_body, idempotency, json_response, limit_key,
                                  read_json, service_routes)
 from deploy.runtime.times import rfc3339
+from deploy.runtime.web import Pages
 
 # The one home of billing's HTTP statuses: every code billing's rules refuse with.
 STATUS: dict[str, int] = {
@@ -218,6 +220,16 @@ async def event_orders(request: web.Request) -> web.Response:
     return json_response({"event_id": event_id, "orders": [for_caller(o, caller) for o in orders]})
 
 
+async def event_sales(request: web.Request) -> web.Response:
+    """The organizers' page's money figures (README, "The organizers' page"): its organizer's orders only."""
+    event_id = _path_id(request, "event_id", "EVENT_NOT_FOUND", "event")
+    caller = principal(request)
+    report = await request.app[DEPS].store.sales.event_sales(event_id, None if caller.is_service else caller.subject)
+    if report is None:  # no order of it here, or none of the caller's: ids reveal nothing
+        raise NotFound("no sales of an event of yours", code="EVENT_NOT_FOUND")
+    return json_response(report)
+
+
 async def get_order(request: web.Request) -> web.Response:
     order_id = _path_id(request, "order_id", "ORDER_NOT_FOUND", "order")
     caller = await _visible_order(request, order_id)
@@ -231,6 +243,11 @@ async def get_order(request: web.Request) -> web.Response:
     if order is None:
         raise ORDER_NOT_FOUND
     return json_response(for_caller(order, caller))
+
+
+# --- pages -------------------------------------------------------------------------------
+
+DOOR_PAGES = Pages(Path(__file__).parent / "web", {path: file for path, (file, _) in PAGES.items()})
 
 
 # --- money --------------------------------------------------------------------------------
@@ -289,6 +306,7 @@ def routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance
         web.post("/api/sessions", login),
         web.delete("/api/sessions/current", logout),
         web.get("/api/events/{event_id}/orders", event_orders),
+        web.get("/api/events/{event_id}/sales", event_sales),
         web.get("/api/users/{user_id}", get_user),
         web.get("/api/users/{user_id}/orders", user_orders),
         web.get("/api/orders/{order_id}", get_order),
@@ -296,4 +314,5 @@ def routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance
         web.post("/api/orders/{order_id}/refund", refund),
         web.post("/api/checkin", check_in),
         web.post("/api/internal/holds/release-check", release_check),
+        *DOOR_PAGES.routes(),
     ]

@@ -6,6 +6,10 @@ from typing import Any
 
 from deploy.runtime.auth import BUYER, DOOR, ORGANIZER, SERVICE, access
 from deploy.runtime.openapi import TIME, UUID, document, error, json_body, path_uuid, ref
+from deploy.runtime.web import openapi_paths
+
+# Billing's pages: route -> (file in billing_daemon/web/, what it shows).
+PAGES = {"/door": ("door.html", "the door: door staff scan or type ticket codes (POST /api/checkin)")}
 
 NULLABLE_TIME = {"type": ["string", "null"]}
 KEY = {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
@@ -48,6 +52,19 @@ PATHS: dict[str, Any] = {
         "responses": {"200": json_body({"type": "object", "required": ["event_id", "orders"], "properties": {
             "event_id": UUID, "orders": {"type": "array", "items": ref("Order")}}}, "the event's orders"),
             "404": error("EVENT_NOT_FOUND: no such event, or not yours"), "503": UNAVAILABLE}}},
+    "/api/events/{event_id}/sales": {"get": {
+        "summary": "An event's sales for its organizer (the organizers' page): orders and money by status and "
+                   "currency, revenue (paid orders) by currency and by section, paid orders over time",
+        "description": "Aggregated in SQL over the event's orders. An organizer's figures cover its own "
+                       "events' orders; `over_time` buckets paid orders by `paid_at` into at most 48 buckets "
+                       "of `bucket_seconds` (60 s up to 30 days, the narrowest that fits). Revenue counts "
+                       "orders paid and not refunded; refunded ones are in `orders`.",
+        **access(ORGANIZER, SERVICE, owner=True),
+        "parameters": [path_uuid("event_id")],
+        "responses": {"200": json_body(ref("EventSales"), "the event's sales"),
+                      "404": error("EVENT_NOT_FOUND: no order of this event reached billing yet, or not your "
+                                   "event (the same answer: ids reveal nothing)"),
+                      "503": UNAVAILABLE}}},
     "/api/users/{user_id}": {"get": {**access(BUYER, ORGANIZER, SERVICE, owner=True),
                                      "parameters": [path_uuid("user_id")], "responses": {
         "200": json_body(ref("User"), "the user"), "404": error("USER_NOT_FOUND"),
@@ -153,6 +170,33 @@ SCHEMAS: dict[str, Any] = {
                 "properties": {"id": UUID, "order_id": UUID, "event_id": UUID, "seat_id": UUID,
                                "seat_label": {"type": "string"}, "checked_in_at": TIME}},
 }
+
+_MONEY = {"type": "integer", "minimum": 0}
+_COUNT = {"type": "integer", "minimum": 0}
+_CURRENCY = {"type": "string", "pattern": "^[A-Z]{3}$"}
+SCHEMAS["EventSales"] = {
+    "type": "object", "required": ["event_id", "orders", "revenue", "by_section", "over_time"],
+    "properties": {
+        "event_id": UUID,
+        "orders": {"type": "array", "description": "orders by status and currency", "items": {
+            "type": "object", "required": ["status", "currency", "orders", "seats", "amount_minor"],
+            "properties": {"status": {"enum": ["pending", "paid", "cancelled", "refunded", "failed"]},
+                           "currency": _CURRENCY, "orders": _COUNT, "seats": _COUNT, "amount_minor": _MONEY}}},
+        "revenue": {"type": "array", "description": "paid orders by currency", "items": {
+            "type": "object", "required": ["currency", "orders", "seats", "amount_minor"],
+            "properties": {"currency": _CURRENCY, "orders": _COUNT, "seats": _COUNT, "amount_minor": _MONEY}}},
+        "by_section": {"type": "array", "description": "seats of paid orders by section and currency", "items": {
+            "type": "object", "required": ["section", "currency", "seats", "amount_minor"],
+            "properties": {"section": {"type": "string"}, "currency": _CURRENCY, "seats": _COUNT,
+                           "amount_minor": _MONEY}}},
+        "over_time": {"type": "object", "required": ["bucket_seconds", "points"], "properties": {
+            "bucket_seconds": {"type": "integer", "minimum": 60},
+            "points": {"type": "array", "items": {
+                "type": "object", "required": ["at", "currency", "orders", "seats", "amount_minor"],
+                "properties": {"at": TIME, "currency": _CURRENCY, "orders": _COUNT, "seats": _COUNT,
+                               "amount_minor": _MONEY}}}}}}}
+
+PATHS.update(openapi_paths({path: title for path, (_, title) in PAGES.items()}))
 
 SPEC = document(
     "TicketFlow billing daemon",

@@ -215,6 +215,20 @@ async def list_seats(request: web.Request) -> web.Response:
     return _page_response(f'{{"event_id":"{event_id}","seats":', page)
 
 
+async def event_stats(request: web.Request) -> web.Response:
+    """The organizers' page's seat figures: its organizer (or a service) only; anyone else's event is a 404."""
+    store = _deps(request).store
+    event_id = _event_id(request)
+    caller = principal(request)
+    known, organizer = await store.event_organizer(event_id)
+    if not known or not (caller.is_service or caller.subject == organizer):
+        raise NotFound("no such event", code="EVENT_NOT_FOUND")
+    stats = await store.event_stats(event_id)
+    if stats is None:
+        raise NotFound("no such event", code="EVENT_NOT_FOUND")
+    return json_response({"event_id": str(event_id), **stats})
+
+
 async def seat_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events of the event's seat changes (reservation_daemon.seatstream); public like the seat map."""
     deps = _deps(request)
@@ -367,6 +381,7 @@ def routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], instance
         web.get("/api/events/{event_id}", get_event),
         web.patch("/api/events/{event_id}", change_event),
         web.get("/api/events/{event_id}/seats", list_seats),
+        web.get("/api/events/{event_id}/stats", event_stats),
         web.get("/api/events/{event_id}/seat-stream", seat_stream),
         web.post("/api/reserve", reserve_one),
         web.post("/api/reservations", reserve_many),

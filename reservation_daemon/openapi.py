@@ -17,6 +17,9 @@ PAGES = {
     "/": ("index.html", "the events on sale"),
     "/events/{event_id}": ("event.html", "an event's live seat map: choose, hold, pay, tickets"),
     "/orders": ("orders.html", "my orders and tickets"),
+    "/organizer": ("organizer.html", "the organizers' page: events, and one event's seats, revenue and sales"),
+    "/organizer/events/{event_id}": ("organizer.html", "the organizers' page of one event: seats sold / held / "
+                                                       "available, revenue by section and currency, sales over time"),
 }
 
 IDEMPOTENCY_KEY = {
@@ -111,6 +114,16 @@ PATHS: dict[str, Any] = {
             "422": error("VALIDATION_FAILED: a bad status filter or limit, or an after that names no seat of "
                          "this event"),
             "503": COMMON_ERRORS["503"]}}},
+    "/api/events/{event_id}/stats": {"get": {
+        "summary": "An event's seat figures for its organizer (the organizers' page): the counts, and sold / held "
+                   "/ available seats per section with its price",
+        "description": "One GROUP BY over the event's seats in SQL. The money is billing's: "
+                       "GET /api/events/{event_id}/sales there.",
+        **access(ORGANIZER, SERVICE, owner=True),
+        "parameters": [path_uuid("event_id")],
+        "responses": {"200": json_body(ref("EventStats"), "the event's seat figures"),
+                      "404": error("EVENT_NOT_FOUND: no such event, or not yours"),
+                      "503": COMMON_ERRORS["503"]}}},
     "/api/events/{event_id}/seat-stream": {"get": {
         "summary": "Server-sent events of the event's seat status changes, live (public, like the seat map)",
         "description": "text/event-stream. `ready` {position} first; then `seats` {event_id, seats: [{id, status}]} "
@@ -208,6 +221,15 @@ SCHEMAS: dict[str, Any] = {
               "properties": {"id": UUID, "name": {"type": "string"}, "venue": {"type": "string"},
                              "starts_at": TIME, "description": {"type": "string"}, "created_at": TIME,
                              "seats": ref("SeatCounts")}},
+    "EventStats": {"type": "object", "required": ["event_id", "event", "sections"], "properties": {
+        "event_id": UUID, "event": ref("Event"),
+        "sections": {"type": "array", "items": {
+            "type": "object",
+            "required": ["section", "currency", "price_minor", "total", "available", "held", "sold"],
+            "properties": {"section": {"type": "string"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                           "price_minor": {"type": "integer", "minimum": 0},
+                           **{k: {"type": "integer", "minimum": 0} for k in ("total", "available", "held", "sold")}},
+        }}}},
     "Seat": {"type": "object",
              "required": ["id", "label", "section", "row", "number", "price_minor", "currency", "status"],
              "properties": {"id": UUID, "label": {"type": "string"}, "section": {"type": "string"},

@@ -6,6 +6,7 @@
 - :mod:`.payments` — attempts, their recorded outcome, tickets, refunds (the gateway calls around
   them: ``billing_daemon.payments``);
 - :mod:`.checkin` — a ticket admits once;
+- :mod:`.sales` — an event's sales for its organizer (aggregated in SQL);
 - :mod:`.outbox` — the payments stream: append, read, ack, prune;
 - :mod:`.idempotency` — Idempotency-Keys claimed and answered in the request's transaction.
 
@@ -25,6 +26,7 @@ from billing_daemon.store.inbox import Inbox, StreamGap
 from billing_daemon.store.orders import Orders
 from billing_daemon.store.outbox import OUT_STREAM, Outbox
 from billing_daemon.store.payments import PaymentStore, Settled, process_lock_name
+from billing_daemon.store.sales import Sales
 from billing_daemon.store.users import Users
 from deploy.runtime.migrations import migrate_mariadb
 from deploy.runtime.mysql import MariaDB
@@ -49,6 +51,7 @@ class BillingStore:
         self.users = Users(db, self.keys)
         self.payments = PaymentStore(db, self.keys, self.outbox)
         self.checkin = CheckIn(db, self.outbox)
+        self.sales = Sales(db)
 
     async def migrate(self) -> list[str]:
         return await self.db.run(lambda c: migrate_mariadb(c, "billing_daemon.migrations"), idempotent=True)

@@ -141,6 +141,24 @@ class EventStore:
                                 idempotent=True)
         return (row is not None, row["organizer_id"] if row else None)
 
+    async def event_stats(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        """The organizers' page's seat figures: the event's counts, and sold / held / available per section.
+
+        One GROUP BY over the event's seats (index ``seats_in_order``: event, section, ...); the
+        totals are the same counts every event read shows (seat_count_deltas). None: no such event."""
+        async def fetch(conn: asyncpg.Connection) -> dict[str, Any] | None:
+            event = await self._event(conn, event_id)
+            if event is None:
+                return None
+            rows = await conn.fetch(
+                "SELECT section, currency, min(price_minor) AS price_minor, count(*) AS total,"
+                " count(*) FILTER (WHERE status = 'available') AS available,"
+                " count(*) FILTER (WHERE status = 'held') AS held, count(*) FILTER (WHERE status = 'sold') AS sold"
+                " FROM seats WHERE event_id = $1 GROUP BY section, currency ORDER BY section, currency", event_id)
+            return {"event": event, "sections": [dict(r) for r in rows]}
+
+        return await self.db.run(fetch, idempotent=True)
+
     async def settle_seat_counts(self) -> int:
         """Fold each event's new count deltas into one row (keeps event reads at a few rows per event)."""
         return await self.db.run(lambda c: c.fetchval("SELECT tf_settle_seat_counts()"), idempotent=True)

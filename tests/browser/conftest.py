@@ -35,9 +35,10 @@ async def browser():
             await browser.close()
 
 
-async def new_page(browser, width: int = 1100, height: int = 800):
-    """A page in a fresh context (its own storage: another person), with console errors collected."""
-    context = await browser.new_context(viewport={"width": width, "height": height})
+async def new_page(browser, width: int = 1100, height: int = 800, **context):
+    """A page in a fresh context (its own storage: another person), with console errors collected.
+    ``context``: more of Playwright's context options (e.g. ``timezone_id``)."""
+    context = await browser.new_context(viewport={"width": width, "height": height}, **context)
     page = await context.new_page()
     page.errors = []  # type: ignore[attr-defined]
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
@@ -55,3 +56,30 @@ async def screenshot(page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+async def staff_account(maria_dsn: str, role: str) -> tuple[str, str, str]:
+    """A door or organizer account with a password in billing's database, as `ticketflow users create`
+    makes one: (user id, e-mail, password)."""
+    import uuid
+
+    from billing_daemon.accounts import hash_password
+    from billing_daemon.store import BillingStore
+    from deploy.runtime.mysql import MariaDB
+
+    email, password = f"{role}-{uuid.uuid4().hex[:8]}@example.com", "a long staff passphrase"
+    db = MariaDB(maria_dsn)
+    await db.start()
+    try:
+        created = await BillingStore(db).create_user(email, role.title(), None,
+                                                     password_hash=await hash_password(password), role=role)
+    finally:
+        await db.close()
+    return created.body["id"], email, password
+
+
+async def log_in(page, email: str, password: str) -> None:
+    """Through the shared log-in box (tf.js)."""
+    await page.get_by_label("E-mail").fill(email)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Log in").click()
