@@ -56,4 +56,6 @@ EXPOSE 8080 7001 7002
 # The daemons' own readiness (database, schema, broker), not just a listening socket.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ready', timeout=2)"]
+COPY deploy/docker/app-entrypoint.sh /usr/local/bin/tf-entrypoint
+ENTRYPOINT ["tf-entrypoint"]
 CMD ["ticketflow", "--help"]
