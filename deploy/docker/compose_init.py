@@ -2,9 +2,10 @@
 
 - the token signing key pair and a service token per daemon (``ticketflow keys ensure``'s ``Keys``) under
   ``$TICKETFLOW_STACK_DIR/keys`` (the ``keys`` volume every daemon mounts read-only);
-- the links' shared secret, ``keys/link.secret``, made once (the image's entry point exports it);
 - the database ``TICKETFLOW_DB_NAME`` on the Patroni cluster's primary, through HAProxy (Galera's is created by
-  the node that bootstraps it), waiting for a primary up to ``TICKETFLOW_INIT_TIMEOUT`` seconds.
+  the node that bootstraps it), waiting for a primary up to ``TICKETFLOW_INIT_TIMEOUT`` seconds;
+- LAST, the links' shared secret, ``keys/link.secret``, made once: the image's entry point exports it and waits
+  for it, so its existence also says that the steps before it are done.
 Every step is idempotent: a second ``up`` keeps what exists.
 """
 
@@ -55,10 +56,10 @@ def main() -> None:
     root = Path(os.environ.get("TICKETFLOW_STACK_DIR", "/var/lib/ticketflow"))
     keys = Keys(root)
     print(f"init: keys {keys.ensure()}", flush=True)
-    print(f"init: link secret {ensure_link_secret(keys.dir)}", flush=True)
     database = asyncio.run(ensure_database(os.environ["TICKETFLOW_INIT_PG_DSN"], os.environ["TICKETFLOW_DB_NAME"],
                                            float(os.environ.get("TICKETFLOW_INIT_TIMEOUT", "300"))))
     print(f"init: database {database}", flush=True)
+    print(f"init: link secret {ensure_link_secret(keys.dir)}", flush=True)
 
 
 if __name__ == "__main__":

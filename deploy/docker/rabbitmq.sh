@@ -5,6 +5,8 @@ set -eu
 : "${NAME:?}" "${DB_USER:?}" "${DB_PASSWORD:?}" "${ERLANG_COOKIE:?}"
 base=/var/lib/rabbitmq
 umask 077
+# The package installs a cookie of its own (0400): replace it with the cluster's.
+rm -f "$base/.erlang.cookie"
 printf '%s' "$ERLANG_COOKIE" > "$base/.erlang.cookie"
 chmod 400 "$base/.erlang.cookie"
 {
