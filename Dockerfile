@@ -44,7 +44,7 @@ RUN useradd --system --home-dir /var/lib/ticketflow --create-home ticketflow \
  && chown -R ticketflow:ticketflow /var/lib/ticketflow
 USER ticketflow
 
-ENV PATH=/opt/venv/bin:$PATH \
+ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     TICKETFLOW_STACK_DIR=/var/lib/ticketflow \
     TICKETFLOW_RESERVATION_HOST=0.0.0.0 TICKETFLOW_RESERVATION_PORT=8080 \

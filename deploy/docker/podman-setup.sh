@@ -60,7 +60,7 @@ if ! podman image exists "$BASE_IMAGE"; then
         tail -20 "$CONF_DIR/debootstrap.log" >&2; exit 1; }
     # What debian:bookworm-slim also does: no apt caches kept, no docs.
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
+    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$BASE_IMAGE"
     rm -rf "$rootfs"
 fi
 
