@@ -184,7 +184,16 @@ def test_primary_stopped_writes_continue(stack):
             load = Load({"reservation": url("reservation"), "billing": url("billing")}, operator_token(stack),
                         buyers=1, probers=0, timeout=5, purchase_deadline=60)
             async with load.open():
-                _, seats = await load.create_event(100)
+                # The first write after the stop may meet a pool still on the old primary (503): retry it, bounded.
+                deadline = time.monotonic() + 30
+                while True:
+                    try:
+                        _, seats = await load.create_event(100)
+                        break
+                    except RuntimeError:
+                        if time.monotonic() > deadline:
+                            raise
+                        await asyncio.sleep(0.5)
                 await load.purchase(seats[0], f"compose-stop-{load.run_id}")
             return load.history.as_dicts()[1][0]
 
