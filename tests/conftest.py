@@ -13,7 +13,16 @@ DIRECTORY_MARKS = {
     "e2e": ("stack", "slow"),
     "browser": ("stack", "browser"),
     "ha": ("ha",),
+    "compose": ("compose",),
 }
+
+
+def pytest_ignore_collect(collection_path, config):
+    # tests/compose/ builds images and runs docker-compose.yml with podman: only `make test-compose`
+    # (pytest -m compose tests/compose) collects it; `make test` never does.
+    if collection_path == TESTS / "compose":
+        return (config.getoption("markexpr") or "").strip() != "compose"
+    return None
 
 
 def pytest_asyncio_loop_factories(config, item):

@@ -40,7 +40,8 @@ def test_patroni_config_keeps_the_measured_safety_settings():
     text = render(
         "patroni.yml", SCOPE="s", NODE_NAME="pg1", REST_PORT=1, ETCD_HOSTS="127.0.0.1:2", PG_PORT=3,
         DATA_DIR="/d/data", BIN_DIR="/b", PGPASS="/d/pgpass", LOG_DIR="/d/log", SUPERUSER="u",
-        SUPERUSER_PASSWORD="p", REPLICATION_USER="r", REPLICATION_PASSWORD="p", PRE_PROMOTE="/d/pre-promote.sh")
+        SUPERUSER_PASSWORD="p", REPLICATION_USER="r", REPLICATION_PASSWORD="p", PRE_PROMOTE="/d/pre-promote.sh",
+        HOST="127.0.0.1", LISTEN_HOST="127.0.0.1", CLIENT_CIDR="127.0.0.1/32")
     settings = {key.strip(): value.strip() for key, _, value in
                 (line.partition(":") for line in text.splitlines() if not line.lstrip().startswith("#"))}
     assert settings["synchronous_mode"] == "true" and settings["synchronous_mode_strict"] == "true"

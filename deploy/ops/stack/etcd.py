@@ -55,7 +55,7 @@ class EtcdMember(Server):
                          for i in range(1, self.ha.nodes + 1))
         conf.write(self.config, conf.render(
             "etcd.yml", NAME=self.name, DATA_DIR=self.dir / "data", CLIENT_PORT=self.client_port,
-            PEER_PORT=self.peer_port, INITIAL_CLUSTER=peers, CLUSTER_TOKEN=CLUSTER_TOKEN))
+            PEER_PORT=self.peer_port, INITIAL_CLUSTER=peers, HOST="127.0.0.1", LISTEN_HOST="127.0.0.1", CLUSTER_TOKEN=CLUSTER_TOKEN))
 
     def command(self) -> tuple[list[str], dict[str, str] | None]:
         return [ETCD, "--config-file", str(self.config)], None

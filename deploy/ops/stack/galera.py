@@ -84,7 +84,7 @@ class GaleraNode(Server):
         h = self.ha
         peers = ",".join(f"{HOST}:{h.galera_repl_port + i}" for i in range(h.nodes))
         conf.write(self.cnf, conf.render(
-            "galera.cnf", DATADIR=self.data, SOCKET=self.run_dir / "mariadb.sock", HOST=HOST, PORT=self.port,
+            "galera.cnf", DATADIR=self.data, SOCKET=self.run_dir / "mariadb.sock", HOST=HOST, BIND_HOST=HOST, PORT=self.port,
             PROVIDER=PROVIDER, CLUSTER=f"{h.scope}-galera", PEERS=peers, NAME=self.name,
             REPL_PORT=h.galera_repl_port + self.index - 1, IST_PORT=h.galera_ist_port + self.index - 1,
             SST_PORT=h.galera_sst_port + self.index - 1), mode=0o600, owner="mysql")

@@ -22,6 +22,7 @@ from deploy.ops.stack.server import Server, StackError
 from deploy.ops.stack.settings import HASettings, StackSettings
 
 HAPROXY = "/usr/sbin/haproxy"
+LOOPBACK = "127.0.0.1"  # every bind of the local stack (a container binds 0.0.0.0: deploy/docker/haproxy.sh)
 
 
 def parse_frontends(spec: str) -> list[tuple[str, int, list[int]]]:
@@ -45,7 +46,7 @@ def galera_section(ha: HASettings, check_script: Path) -> str:
         return ""
     servers = "\n".join(f"    server galera{i} 127.0.0.1:{ha.galera_port + i - 1} check"
                         for i in range(1, ha.nodes + 1))
-    return conf.render("galera-haproxy.cfg", WRITER_PORT=ha.mariadb_writer_port, CHECK_SCRIPT=check_script,
+    return conf.render("galera-haproxy.cfg", BIND_HOST=LOOPBACK, WRITER_PORT=ha.mariadb_writer_port, CHECK_SCRIPT=check_script,
                        SERVERS=servers)
 
 
@@ -57,10 +58,10 @@ def render(ha: HASettings, directory: Path | None = None) -> str:
                          for i in pg_nodes)
 
     frontends = "".join(
-        conf.render("haproxy-frontend.cfg", NAME=name, PORT=public, SERVERS="\n".join(
+        conf.render("haproxy-frontend.cfg", BIND_HOST=LOOPBACK, NAME=name, PORT=public, SERVERS="\n".join(
             f"    server {name}{n} 127.0.0.1:{port} check" for n, port in enumerate(replicas, 1)))
         for name, public, replicas in parse_frontends(ha.frontends))
-    return conf.render("haproxy.cfg", STATS_PORT=ha.stats_port, RW_PORT=ha.rw_port, RO_PORT=ha.ro_port,
+    return conf.render("haproxy.cfg", BIND_HOST=LOOPBACK, STATS_PORT=ha.stats_port, RW_PORT=ha.rw_port, RO_PORT=ha.ro_port,
                        PG_RW_SERVERS=pg_servers(), PG_RO_SERVERS=pg_servers(),
                        HTTP_FRONTENDS=frontends + galera_section(ha, (directory or Path(".")) / "galera-check.sh"))
 

@@ -105,7 +105,7 @@ class PatroniNode(Server):
             PG_PORT=self.pg_port, DATA_DIR=self.data, BIN_DIR=_bindir(), PGPASS=self.home / "pgpass",
             LOG_DIR=log_dir, SUPERUSER=s.user, SUPERUSER_PASSWORD=s.password,
             REPLICATION_USER=REPLICATION_USER, REPLICATION_PASSWORD=s.password,
-            PRE_PROMOTE=self.pre_promote,
+            PRE_PROMOTE=self.pre_promote, HOST="127.0.0.1", LISTEN_HOST="127.0.0.1", CLIENT_CIDR="127.0.0.1/32",
         )
         if _log_level() in ("DEBUG", "INFO"):  # PostgreSQL's LOG lines too (streaming started, promote, ...)
             rendered = rendered.replace("log_min_messages: warning", "log_min_messages: log")
