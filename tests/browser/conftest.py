@@ -11,7 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from tests.billing.conftest import Pipeline
+from tests.support.stack import fresh_mariadb_database, fresh_pg_database
 
 CHROMIUM = os.environ.get("TICKETFLOW_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -83,3 +87,26 @@ async def log_in(page, email: str, password: str) -> None:
     await page.get_by_label("E-mail").fill(email)
     await page.get_by_label("Password").fill(password)
     await page.get_by_role("button", name="Log in").click()
+
+
+@pytest.fixture
+async def shop(tmp_path):
+    """A reservation daemon serving the pages and a billing daemon answering them (CORS for that origin)."""
+    async with fresh_pg_database("tf_web_res") as pg, fresh_mariadb_database("tf_web_bill") as maria, \
+            aiohttp.ClientSession() as session:
+        p = Pipeline(pg, maria, "", tmp_path, session)
+        try:
+            p.r = await p.reservation()
+            p.b = await p.billing(TICKETFLOW_PAGE_ORIGINS=p.r.api.base_url)
+            yield p
+        finally:
+            p.stop()
+
+
+async def create_event(shop, name: str, rows: int, per_row: int) -> dict:
+    reply = await shop.r.api.post("/api/events", {
+        "name": name, "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
+        "layout": {"sections": [{"name": "STALLS", "rows": rows, "seats_per_row": per_row, "price_minor": 4500,
+                                 "currency": "EUR"}]}})
+    assert reply.status == 201, reply.body
+    return reply.body

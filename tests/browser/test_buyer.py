@@ -5,37 +5,10 @@ import re
 import time
 import uuid
 
-import aiohttp
-import pytest
 from playwright.async_api import expect
 
-from tests.billing.conftest import Pipeline
-from tests.browser.conftest import new_page, screenshot
+from tests.browser.conftest import create_event, new_page, screenshot
 from tests.support.auth import token
-from tests.support.stack import fresh_mariadb_database, fresh_pg_database
-
-
-@pytest.fixture
-async def shop(tmp_path):
-    """A reservation daemon serving the pages and a billing daemon answering them (CORS for that origin)."""
-    async with fresh_pg_database("tf_web_res") as pg, fresh_mariadb_database("tf_web_bill") as maria, \
-            aiohttp.ClientSession() as session:
-        p = Pipeline(pg, maria, "", tmp_path, session)
-        try:
-            p.r = await p.reservation()
-            p.b = await p.billing(TICKETFLOW_PAGE_ORIGINS=p.r.api.base_url)
-            yield p
-        finally:
-            p.stop()
-
-
-async def create_event(shop, name: str, rows: int, per_row: int) -> dict:
-    reply = await shop.r.api.post("/api/events", {
-        "name": name, "venue": "Loopback Arena", "starts_at": "2027-06-01T19:30:00Z",
-        "layout": {"sections": [{"name": "STALLS", "rows": rows, "seats_per_row": per_row, "price_minor": 4500,
-                                 "currency": "EUR"}]}})
-    assert reply.status == 201, reply.body
-    return reply.body
 
 
 async def test_a_buyer_signs_up_holds_two_seats_seen_live_elsewhere_pays_and_sees_tickets(browser, shop):

@@ -10,8 +10,7 @@ from zoneinfo import ZoneInfo
 from playwright.async_api import expect
 
 from tests.billing.conftest import order_appears
-from tests.browser.conftest import log_in, new_page, screenshot, staff_account
-from tests.browser.test_buyer import create_event, shop  # noqa: F401  (the fixture)
+from tests.browser.conftest import create_event, log_in, new_page, screenshot, staff_account
 from tests.helpers import wait_until
 
 PHONE = {"width": 390, "height": 844}

@@ -10,7 +10,6 @@ from playwright.async_api import expect
 
 from tests.billing.conftest import order_appears
 from tests.browser.conftest import log_in, new_page, screenshot, staff_account
-from tests.browser.test_buyer import shop  # noqa: F401  (the fixture)
 from tests.helpers import wait_until
 from tests.support.auth import token
 
