@@ -33,7 +33,9 @@ class HoldStore:
             self.emitted()
             # The trace's first step (README, "Tracing"); the request's correlation_id is bound.
             # A replayed answer (Idempotency-Key) logs it again though it wrote no new row.
-            order_id = reservation_id or (outcome.body or {}).get("id")
+            # The body is JSON text on a connection without the pool's codec (the bench's dedicated one).
+            body = outcome.body if isinstance(outcome.body, dict) else {}
+            order_id = reservation_id or body.get("id")
             log.info("event_emitted", type=kind, order_id=str(order_id) if order_id else None)
         return outcome
 
