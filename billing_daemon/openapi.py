@@ -133,10 +133,10 @@ PATHS: dict[str, Any] = {
 SCHEMAS: dict[str, Any] = {
     "Session": {"type": "object", "required": ["token", "token_type", "user_id", "role", "expires_at"],
                 "properties": {"token": {"type": "string"}, "token_type": {"const": "Bearer"}, "user_id": UUID,
-                               "role": {"enum": ["buyer", "organizer", "door", "service"]}, "expires_at": TIME}},
+                               "role": {"enum": ["buyer", "organizer", "door", "operator", "service"]}, "expires_at": TIME}},
     "User": {"type": "object", "required": ["id", "email", "name", "role", "created_at"],
              "properties": {"id": UUID, "email": {"type": "string"}, "name": {"type": "string"},
-                            "role": {"enum": ["buyer", "organizer", "door"]},
+                            "role": {"enum": ["buyer", "organizer", "door", "operator"]},
                             "created_at": TIME}},
     "Ticket": {"type": "object", "required": ["id", "seat_id", "seat_label", "status", "checked_in_at"],
                "properties": {"id": UUID, "seat_id": UUID, "seat_label": {"type": "string"},

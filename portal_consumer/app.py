@@ -10,14 +10,18 @@ from aiohttp import web
 
 from deploy.runtime import metrics
 from deploy.runtime.aio import Background
+from deploy.runtime.amqp import Names
 from deploy.runtime.auth import TokenVerifier, auth_middleware
 from deploy.runtime.config import require
 from deploy.runtime.http import make_app, start_http
 from deploy.runtime.pg import Database
 from deploy.runtime.schema_gate import SchemaGate
 from deploy.runtime.service import instance_name
+from deploy.runtime.web import PAGE_SETTINGS, PageSettings
 from portal_consumer import api
 from portal_consumer.config import Settings
+from portal_consumer.console import Console
+from portal_consumer.deadletters import DeadLetters
 from portal_consumer.peers import Peers
 from portal_consumer.sales import SaleFinalizer
 from portal_consumer.sinks import LogSink, WebhookSink
@@ -40,6 +44,8 @@ class PortalConsumer:
         sink = WebhookSink(settings.webhook, settings.http_timeout) if settings.webhook else LogSink()
         self.dispatcher = Dispatcher(self.store, sink)
         self.consumer = Consumer(settings, SaleFinalizer(self.store, self.peers), on_processed=self.dispatcher.kick)
+        self.console = Console(settings)
+        self.dead_letters = DeadLetters(settings.amqp_nodes, Names(settings.amqp_prefix))
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -59,7 +65,9 @@ class PortalConsumer:
         await self.peers.start()
         app = make_app(api.routes(self.ready, self.instance), middlewares=[self.schema.middleware],
                        auth=auth_middleware(api.SPEC, self.verifier))
-        app[api.DEPS] = api.Deps(self.store, self.consumer.stuck)
+        app[api.DEPS] = api.Deps(self.store, self.consumer.stuck, self.console, self.dead_letters)
+        billing = (self.settings.public_billing_url or self.settings.billing_url).rstrip("/")
+        app[PAGE_SETTINGS] = PageSettings({"billing": billing}, connect=(billing,))  # the console logs in there
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,
                                         keepalive=self.settings.http_keepalive)
@@ -72,6 +80,7 @@ class PortalConsumer:
 
     async def stop(self) -> None:
         await self.consumer.stop()  # unacked messages return to the queue
+        await self.console.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.background.cancel()

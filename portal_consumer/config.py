@@ -33,8 +33,28 @@ class Settings(ServiceSettings):
     billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str, "the billing daemon's API")
     http_timeout: float = setting("TICKETFLOW_PORTAL_HTTP_TIMEOUT_SECONDS", 5.0, positive_float,
                                   "timeout of each call to reservation, billing and the webhook")
+    public_billing_url: str = setting("TICKETFLOW_PUBLIC_BILLING_URL", "", str,
+                                      "billing's API as a browser reaches it (the operators' console logs in "
+                                      "there); empty: TICKETFLOW_BILLING_URL")
     webhook: str = setting("TICKETFLOW_NOTIFY_WEBHOOK", "", str,
                            "POST each notification here as JSON (retried with backoff); unset: log only")
+    ops_command: str = setting("TICKETFLOW_PORTAL_OPS_COMMAND", "", str,
+                               "the ticketflow command the operators' console runs (status, drills), as "
+                               "words split on spaces; empty: this Python with -m deploy.ops.cli")
+    ops_topology: str = setting("TICKETFLOW_TOPOLOGY", "local", str,
+                                "the topology `run all` started (local or ha): what the console's status reads")
+    ops_sample_seconds: float = setting("TICKETFLOW_PORTAL_OPS_SAMPLE_SECONDS", 5.0, positive_float,
+                                        "how often the console's lag chart is sampled (while it is in use)")
+    ops_history: int = setting("TICKETFLOW_PORTAL_OPS_HISTORY", 120, positive_int,
+                               "lag samples kept for the chart (120 x 5 s: the last 10 minutes)")
+    ops_idle_seconds: float = setting("TICKETFLOW_PORTAL_OPS_IDLE_SECONDS", 1800.0, positive_float,
+                                      "the lag sampler stops this long after the console's last request")
+    status_timeout: float = setting("TICKETFLOW_PORTAL_STATUS_TIMEOUT_SECONDS", 30.0, positive_float,
+                                    "longest a `ticketflow status` run for the console may take")
+    drill_timeout: float = setting("TICKETFLOW_PORTAL_DRILL_TIMEOUT_SECONDS", 1800.0, positive_float,
+                                   "longest a drill started from the console may run before it is stopped")
+    drill_dir: str = setting("TICKETFLOW_DRILL_REPORTS_DIR", ".stack/drills", str,
+                             "where drills keep their reports and the console its drill logs")
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -127,6 +128,10 @@ def _status(args: argparse.Namespace) -> int:
     from deploy.ops.status import main as status_main
 
     _use_topology(args.topology)  # status reads that topology's servers, replicas and cluster
+    if args.watch_lag:
+        from deploy.ops.status import watch_lag
+
+        return watch_lag(args.watch_lag, stack_settings())
     return status_main(args.json, stack_settings())
 
 
@@ -290,8 +295,18 @@ def _drill(args: argparse.Namespace) -> int:
     except DrillRefused as exc:
         print(f"ticketflow drill: refused: {exc}", file=sys.stderr)
         return 2
-    emit(report, args.json_out)
+    emit(report, args.json_out or _drill_report_path(env, args.name))
     return 0 if passed(report) else 1
+
+
+def _drill_report_path(env: dict[str, str], name: str) -> str | None:
+    """Where a drill keeps its report when --json-out names no file: TICKETFLOW_DRILL_REPORTS_DIR (the stack
+    directory's drills/), so the portal's operators' console lists drills run from a terminal too."""
+    directory = env.get("TICKETFLOW_DRILL_REPORTS_DIR")
+    if not directory:
+        return None
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + f"-{name}.json")
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -443,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the report as JSON")
     status.add_argument("--topology", choices=sorted(TOPOLOGIES), default="local",
                         help="ha: daemons' lag read through HAProxy, plus PostgreSQL roles, lag, etcd and HAProxy")
+    status.add_argument("--watch-lag", type=float, metavar="SECONDS", default=None,
+                        help="only each link's lag, one JSON line every SECONDS until stdout closes or the "
+                             "parent process goes (the portal's operators' console samples its lag chart so)")
     status.set_defaults(func=_status)
 
     trace_cmd = commands.add_parser(
@@ -545,12 +563,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(func=_migrate)
 
     users = commands.add_parser(
-        "users", help="create staff accounts: organizers and door staff (buyers sign up over HTTP)",
+        "users", help="create staff accounts: organizers, door staff, operators (buyers sign up over HTTP)",
         description="Create an account directly in billing's database (TICKETFLOW_MARIADB_DSN). Organizers "
-        "create events and see and refund their orders; door staff check tickets in. The account then logs "
+        "create events and see and refund their orders; door staff check tickets in; operators use the "
+        "portal's operators' console (/ops on :8086). The account then logs "
         "in with POST /api/sessions like anyone else.")
     users.add_argument("action", choices=["create"])
-    users.add_argument("--role", choices=["organizer", "door", "buyer"], required=True)
+    users.add_argument("--role", choices=["organizer", "door", "operator", "buyer"], required=True)
     users.add_argument("--email", required=True)
     users.add_argument("--name", required=True)
     users.add_argument("--password", help="(asked for when omitted; at least 10 characters)")

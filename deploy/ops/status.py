@@ -209,3 +209,25 @@ def main(as_json: bool, settings: StackSettings) -> int:
         and all(f["state"] == "up" for f in report.get("frontends", {}).values())
     return 0 if healthy else 3
 
+
+def watch_lag(every: float, settings: StackSettings) -> int:
+    """One JSON line ``{"at": unix seconds, "lag": {...}}`` every ``every`` seconds, the lag read as
+    ``status`` reads it (each producer's ``stream_state()``, the portal queue's and dead-letter queue's
+    depth). Ends when stdout closes or the parent process goes away (the portal that started it)."""
+    import os
+    import time
+
+    env = daemon_env(settings)
+    parent = os.getppid()
+
+    async def loop() -> None:
+        while os.getppid() == parent:
+            started = time.time()
+            print(json.dumps({"at": round(started, 3), "lag": await _lags(env)}), flush=True)
+            await asyncio.sleep(max(0.0, every - (time.time() - started)))
+
+    try:
+        asyncio.run(loop())
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+    return 0

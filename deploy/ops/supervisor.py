@@ -98,6 +98,8 @@ def daemon_env(settings: StackSettings) -> dict[str, str]:
     env.setdefault("TICKETFLOW_MOCK_GATEWAY_LEDGER", str(settings.root / "mock-gateway.jsonl"))
     env.setdefault("TICKETFLOW_RESERVATION_URL", f"http://127.0.0.1:{ports['reservation']}")
     env.setdefault("TICKETFLOW_BILLING_URL", f"http://127.0.0.1:{ports['billing']}")
+    # Drill reports (ticketflow drill, and the portal's console that runs it and lists them).
+    env.setdefault("TICKETFLOW_DRILL_REPORTS_DIR", str(settings.root / "drills"))
     return env
 
 

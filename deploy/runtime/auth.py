@@ -11,6 +11,7 @@ Roles:
 - ``buyer``     signs up in billing; holds seats, pays, sees what it owns;
 - ``organizer`` creates events, sees every order of its own events, refunds;
 - ``door``      checks tickets in and nothing else;
+- ``operator``  runs the stack: the portal's operators' console (status, dead letters, drills);
 - ``service``   the daemons and operator tools calling each other.
 
 Each HTTP operation declares who may call it in the daemon's OpenAPI document
@@ -43,9 +44,9 @@ from deploy.runtime.http import ApiError
 
 log = structlog.get_logger("auth")
 
-BUYER, ORGANIZER, DOOR, SERVICE = "buyer", "organizer", "door", "service"
-ROLES = (BUYER, ORGANIZER, DOOR, SERVICE)
-PEOPLE = (BUYER, ORGANIZER, DOOR)
+BUYER, ORGANIZER, DOOR, OPERATOR, SERVICE = "buyer", "organizer", "door", "operator", "service"
+ROLES = (BUYER, ORGANIZER, DOOR, OPERATOR, SERVICE)
+PEOPLE = (BUYER, ORGANIZER, DOOR, OPERATOR)
 
 ISSUER = "ticketflow-billing"
 AUDIENCE = "ticketflow"

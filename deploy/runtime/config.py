@@ -300,9 +300,11 @@ def origin_list(raw: str) -> tuple[str, ...]:
 
 
 def page_origins_setting() -> Any:
-    return setting("TICKETFLOW_PAGE_ORIGINS", ("http://127.0.0.1:8083", "http://localhost:8083"), origin_list,
+    return setting("TICKETFLOW_PAGE_ORIGINS", ("http://127.0.0.1:8083", "http://localhost:8083",
+                                               "http://127.0.0.1:8086", "http://localhost:8086"), origin_list,
                    "origins of the pages whose scripts call this daemon's API from a browser (CORS); default "
-                   "the reservation daemon's public URL, where the buyer's pages are served")
+                   "the reservation daemon's public URL, where the buyer's pages are served, and the "
+                   "portal's (the operators' console logs in at billing)")
 
 
 def rate_limit_setting() -> Any:

@@ -34,6 +34,29 @@ class FullPipeline(Pipeline):
             "TICKETFLOW_RESERVATION_URL": self.services["reservation"].api.base_url,
             "TICKETFLOW_BILLING_URL": self.services["billing"].api.base_url, **common})
 
+    async def start_with_console(self, drill_dir, **portal_env: str) -> None:
+        """All four daemons, the portal knowing every daemon's port and store as `run all` tells it, so that
+        the `ticketflow status` its operators' console runs sees this pipeline (and the local stack's servers)."""
+        from portal_consumer.api import SPEC
+
+        common = {"TICKETFLOW_AMQP_PREFIX": self.names.prefix, "TICKETFLOW_AMQP_URL": self.amqp_url}
+        portal = free_port()
+        origin = f"http://127.0.0.1:{portal}"
+        self.services["reservation"] = await self.reservation(**common)
+        self.services["billing"] = await self.billing(TICKETFLOW_PAGE_ORIGINS=origin, **common)
+        self.services["bridge"] = await self._start("bridge_daemon", "TICKETFLOW_BRIDGE_PORT", {
+            "TICKETFLOW_BRIDGE_LINK_PORT": str(self.bridge_link), **common})
+        ports = {f"TICKETFLOW_{name.upper()}_PORT": self.services[name].api.base_url.rsplit(":", 1)[1]
+                 for name in ("reservation", "billing", "bridge")}
+        process = self._process("portal_consumer", {
+            "TICKETFLOW_PORTAL_PORT": str(portal), "TICKETFLOW_PORTAL_PG_DSN": self.portal_dsn,
+            "TICKETFLOW_PG_DSN": self.pg_dsn, "TICKETFLOW_MARIADB_DSN": self.maria_dsn, **ports,
+            "TICKETFLOW_RESERVATION_URL": self.services["reservation"].api.base_url,
+            "TICKETFLOW_BILLING_URL": self.services["billing"].api.base_url,
+            "TICKETFLOW_DRILL_REPORTS_DIR": str(drill_dir), **common, **portal_env}, portal)
+        await process.start_ready()
+        self.services["portal"] = Service(process, ApiClient(origin, SPEC, self.session))
+
     async def _start(self, module: str, port_env: str, env: dict) -> Service:
         from portal_consumer.api import SPEC
 
