@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -213,30 +214,43 @@ def test_primary_stopped_writes_continue(stack):
                                                    for m in patroni_cluster(stack)["members"]), 120)
 
 
-def test_drill_primary_killed_under_purchase_load(stack):
-    """SIGKILL the Patroni leader's container under purchase load: nothing lost, duplicated or double-sold."""
-    old = wait_for("a Patroni leader", lambda: leader(stack), 60)
+def kill_under_load(stack, container: str, took_over, what: str, probers: int = 1) -> dict:
+    """SIGKILL ``container`` 3 s into a purchase load (deploy/ops/drill/load.py), wait until ``took_over()`` names
+    what replaced it (``what`` if it never does), keep the load on 5 s more, let the paid sales settle and audit.
+    Facts: ``fault_at`` (the load's clock), ``killed_at`` (unix time), ``took_over``, ``took_over_after_s``,
+    ``settled``, ``audit``, ``gaps`` (write_gaps since the kill), ``ops`` (the load's writes)."""
+    facts: dict = {}
 
-    async def drill() -> tuple[dict, dict, float]:
+    async def drill() -> None:
         load = Load({"reservation": url("reservation"), "billing": url("billing")}, operator_token(stack),
-                    buyers=4, probers=1, timeout=3)
+                    buyers=4, probers=probers, timeout=3)
         async with load.open():
             event_id, seats = await load.create_event(1000)
             buying = asyncio.create_task(load.run(seats))
             await asyncio.sleep(3)  # load under way before the fault (a duration, not a synchronisation)
-            fault_at = load.history.now()
-            await asyncio.to_thread(podman, "kill", "-s", "KILL", stack[old])
-            await asyncio.to_thread(wait_for, "a new Patroni leader",
-                                    lambda: (lambda n: n if n and n != old else None)(leader(stack)), 60)
-            await asyncio.sleep(5)  # writes keep flowing on the new primary for a while
+            facts["fault_at"], facts["killed_at"] = load.history.now(), time.time()
+            await asyncio.to_thread(podman, "kill", "-s", "KILL", container)
+            facts["took_over"] = await asyncio.to_thread(wait_for, what, took_over, 60, 0.25)
+            facts["took_over_after_s"] = round(time.time() - facts["killed_at"], 2)
+            await asyncio.sleep(5)  # the load keeps going on what took over for a while
             load.stop()
             await asyncio.wait_for(buying, 180)
-            assert await load.settle(90), "paid sales not finalized after the failover"
+            facts["settled"] = await load.settle(90)
             final = await load.final_state(event_id)
         ops, purchases = load.history.as_dicts()
-        return audit(purchases, final), write_gaps(ops, since=fault_at), fault_at
+        facts.update(audit=audit(purchases, final), gaps=write_gaps(ops, since=facts["fault_at"]), ops=ops)
 
-    result, gaps, fault_at = asyncio.run(drill())
+    asyncio.run(drill())
+    return facts
+
+
+def test_drill_primary_killed_under_purchase_load(stack):
+    """SIGKILL the Patroni leader's container under purchase load: nothing lost, duplicated or double-sold."""
+    old = wait_for("a Patroni leader", lambda: leader(stack), 60)
+    facts = kill_under_load(stack, stack[old], lambda: (lambda n: n if n and n != old else None)(leader(stack)),
+                            "a new Patroni leader")
+    assert facts["settled"], "paid sales not finalized after the failover"
+    result, gaps = facts["audit"], facts["gaps"]
     print(json.dumps({"drill": "compose pg primary kill", "audit": result, **gaps}, indent=1))
     assert result["lost"] == 0 and result["duplicated"] == 0 and result["double_sold"] == 0, result["details"]
     assert result["acknowledged_purchases"] > 0, result
@@ -367,6 +381,17 @@ def one_relay_active(sample: list | None) -> bool:
     return bool(sample) and sorted(sample[1:]) == ["active", "standby"]
 
 
+def relay_summary(samples: list[list], since: float) -> dict:
+    """Who relayed before and after ``since`` (unix time); the span of the samples after it in which none did."""
+    def holders(rows: list[list]) -> list[str]:
+        return sorted({name for row in rows for name, s in zip(("billing-1", "billing-2"), row[1:]) if s == "active"})
+
+    after = [row for row in samples if row[0] >= since]
+    idle = [row[0] for row in after if "active" not in row[1:]]
+    return {"samples": len(samples), "active_before": holders([r for r in samples if r[0] < since]),
+            "active_after": holders(after), "no_relay_span_s": round(idle[-1] - idle[0], 2) if idle else 0.0}
+
+
 def test_galera_cluster_primary_with_three_synced_nodes(stack):
     statuses = {n: galera_status(stack, n) for n in GALERA}
     assert all(synced_in_full_cluster(s) for s in statuses.values()), statuses
@@ -383,31 +408,11 @@ def galera_writer_killed(stack) -> dict:
     try:
         wait_for("the relay sampler's first pair", sampler.latest, 30, 0.2)
 
-        async def drill() -> None:
-            load = Load({"reservation": url("reservation"), "billing": url("billing")}, operator_token(stack),
-                        buyers=4, probers=1, timeout=3)
-            async with load.open():
-                event_id, seats = await load.create_event(1000)
-                buying = asyncio.create_task(load.run(seats))
-                await asyncio.sleep(3)  # load under way before the fault (a duration, not a synchronisation)
-                facts["fault_at"], facts["killed_at"] = load.history.now(), time.time()
-                await asyncio.to_thread(podman, "kill", "-s", "KILL", stack[old])
-                facts["new_writer"] = await asyncio.to_thread(
-                    wait_for, "HAProxy routing the writes to another Galera node",
-                    lambda: other_writer(stack, old), 60, 0.25)
-                facts["writer_moved_after_s"] = round(time.time() - facts["killed_at"], 2)
-                await asyncio.sleep(5)  # payments keep flowing on the new writer for a while
-                load.stop()
-                await asyncio.wait_for(buying, 180)
-                facts["settled"] = await load.settle(90)
-                final = await load.final_state(event_id)
-            ops, purchases = load.history.as_dicts()
-            facts["audit"] = audit(purchases, final)
-            facts["gaps"] = write_gaps(ops, since=facts["fault_at"])
-            facts["payments_after_kill"] = sum(1 for o in ops if o["kind"] == "pay" and o["outcome"] == "ok"
-                                               and o["t0"] > facts["fault_at"])
-
-        asyncio.run(drill())
+        facts.update(kill_under_load(stack, stack[old], lambda: other_writer(stack, old),
+                                     "HAProxy routing the writes to another Galera node"))
+        facts["new_writer"] = facts["took_over"]
+        facts["payments_after_kill"] = sum(1 for o in facts.pop("ops") if o["kind"] == "pay"
+                                           and o["outcome"] == "ok" and o["t0"] > facts["fault_at"])
         facts["restarted_by_test"] = ensure_started(stack[old])
         facts["rejoined"] = True
         try:
@@ -419,6 +424,8 @@ def galera_writer_killed(stack) -> dict:
         facts["status_after"] = {n: galera_status(stack, n) for n in GALERA}
         log = logs_since(stack[old], facts["killed_at"])
         facts["transfer"] = state_transfer(log)
+        joined = re.findall(r"galera: \S+ joins the cluster \(writer (\S+); SST donors (\S*)\)", log)
+        facts["joined_with"] = {"writer": joined[-1][0], "donors": joined[-1][1]} if joined else None
         facts["log_tail"] = log[-2000:]
         try:
             wait_for("one billing replica relaying again", lambda: one_relay_active(sampler.latest()), 60, 0.2)
@@ -429,7 +436,7 @@ def galera_writer_killed(stack) -> dict:
     facts["relay_samples"] = sampler.samples
     print(json.dumps({"drill": "compose galera writer kill",
                       **{k: v for k, v in facts.items() if k not in ("relay_samples", "log_tail", "status_after")},
-                      "relay_samples": len(sampler.samples)}, indent=1, default=str))
+                      "relay": relay_summary(sampler.samples, facts["killed_at"])}, indent=1, default=str))
     return facts
 
 
@@ -451,6 +458,10 @@ def test_galera_killed_writer_rejoins(galera_writer_killed):
     assert all(synced_in_full_cluster(s) for s in facts["status_after"].values()), facts["status_after"]
     # How it caught up (IST after --wsrep-recover's position, SST otherwise): read from its log, reported.
     assert facts["transfer"]["by"] in ("IST", "SST"), f"no state transfer in its log:\n{facts['log_tail']}"
+    # deploy/docker/galera.sh asked HAProxy for the writer, and left it out of the SST donors (a blocked rsync
+    # donor would be marked down and take the writes away).
+    assert facts["joined_with"] and facts["joined_with"]["writer"] == facts["new_writer"], facts["joined_with"]
+    assert facts["new_writer"] not in facts["joined_with"]["donors"].split(","), facts["joined_with"]
     print(f"{facts['old_writer']} rejoined by {facts['transfer']['by']} from {facts['transfer']['donor']}")
 
 
@@ -508,27 +519,9 @@ def test_rabbitmq_portal_queue_leader_killed_under_load(stack):
         found = (queues(stack, skip=victim).get(names.portal_queue) or {}).get("leader")
         return found if found and found != leader else None
 
-    async def drill() -> None:
-        load = Load({"reservation": url("reservation"), "billing": url("billing")}, operator_token(stack),
-                    buyers=4, probers=0, timeout=3)
-        async with load.open():
-            event_id, seats = await load.create_event(1000)
-            buying = asyncio.create_task(load.run(seats))
-            await asyncio.sleep(3)  # sales flowing to the portal before the fault (a duration)
-            facts["killed_at"] = time.time()
-            await asyncio.to_thread(podman, "kill", "-s", "KILL", stack[victim])
-            facts["new_leader"] = await asyncio.to_thread(wait_for, "a new portal queue leader", new_leader, 60)
-            facts["new_leader_after_s"] = round(time.time() - facts["killed_at"], 2)
-            await asyncio.sleep(5)  # sales keep flowing through the other two nodes for a while
-            load.stop()
-            await asyncio.wait_for(buying, 180)
-            facts["settled"] = await load.settle(90)
-            final = await load.final_state(event_id)
-        ops, purchases = load.history.as_dicts()
-        facts["audit"] = audit(purchases, final)
-        facts["finalized"] = sum(1 for p in purchases if p["finalized"])
-
-    asyncio.run(drill())
+    facts.update(kill_under_load(stack, stack[victim], new_leader, "a new portal queue leader", probers=0))
+    facts["new_leader"] = facts.pop("took_over")
+    facts.pop("ops")
     facts["restarted_by_test"] = ensure_started(stack[victim])
 
     def rejoined() -> dict | None:
