@@ -4,6 +4,10 @@
   ``$TICKETFLOW_STACK_DIR/keys`` (the ``keys`` volume every daemon mounts read-only);
 - the database ``TICKETFLOW_DB_NAME`` on the Patroni cluster's primary, through HAProxy (Galera's is created by
   the node that bootstraps it), waiting for a primary up to ``TICKETFLOW_INIT_TIMEOUT`` seconds;
+- every RabbitMQ node of ``TICKETFLOW_AMQP_URLS`` accepting an AMQP connection (a joining node opens its
+  listener only once it is in the cluster): the daemons declare their quorum queues when they start, with the
+  cluster's nodes of that moment as members, so a queue declared before the last node joined would have two
+  members and lose its majority with one node (found by tests/compose: the portal's queue on 2 of 3 nodes);
 - LAST, the links' shared secret, ``keys/link.secret``, made once: the image's entry point exports it and waits
   for it, so its existence also says that the steps before it are done.
 Every step is idempotent: a second ``up`` keeps what exists.
@@ -21,6 +25,7 @@ from pathlib import Path
 import asyncpg
 
 from deploy.ops.stack.keys import Keys
+from deploy.runtime.amqp import node_label, url_list
 
 
 def ensure_link_secret(directory: Path) -> str:
@@ -52,6 +57,24 @@ async def ensure_database(dsn: str, name: str, timeout: float) -> str:
             await asyncio.sleep(1)
 
 
+async def wait_for_rabbitmq(urls: list[str], timeout: float) -> str:
+    import aio_pika
+
+    deadline = time.monotonic() + timeout
+    for url in urls:
+        while True:
+            try:
+                connection = await aio_pika.connect(url, timeout=3)
+                await connection.close()
+                break
+            except Exception as exc:  # noqa: BLE001 -- not booted (or not joined) yet: wait, bounded
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"init: RabbitMQ node {node_label(url)} not up within {timeout:.0f}s "
+                                     f"({type(exc).__name__})") from None
+                await asyncio.sleep(1)
+    return f"{len(urls)} nodes up"
+
+
 def main() -> None:
     root = Path(os.environ.get("TICKETFLOW_STACK_DIR", "/var/lib/ticketflow"))
     keys = Keys(root)
@@ -59,6 +82,10 @@ def main() -> None:
     database = asyncio.run(ensure_database(os.environ["TICKETFLOW_INIT_PG_DSN"], os.environ["TICKETFLOW_DB_NAME"],
                                            float(os.environ.get("TICKETFLOW_INIT_TIMEOUT", "300"))))
     print(f"init: database {database}", flush=True)
+    urls = url_list(os.environ.get("TICKETFLOW_AMQP_URL", ""), os.environ.get("TICKETFLOW_AMQP_URLS", ""))
+    if any(urls):
+        rabbit = asyncio.run(wait_for_rabbitmq(urls, float(os.environ.get("TICKETFLOW_INIT_TIMEOUT", "300"))))
+        print(f"init: rabbitmq {rabbit}", flush=True)
     print(f"init: link secret {ensure_link_secret(keys.dir)}", flush=True)
 
 

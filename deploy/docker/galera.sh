@@ -1,8 +1,9 @@
 #!/bin/sh
 # Galera node NAME of NODES (service names, the first is the one that starts a cluster from nothing).
 # The rules of deploy/ops/stack/galera.py, for containers that start on their own:
-# - a peer answers on its Galera port: join it (SST from a donor that is not the first node, the usual writer,
-#   when another can serve; IST after a kill: --wsrep-recover gives the start position);
+# - a peer answers on its Galera port: join it (SST from a donor that is not the writer -- asked of HAProxy's
+#   writer port WRITER, the first node if it does not answer -- when another can serve; IST after a kill:
+#   --wsrep-recover gives the start position);
 # - nobody answers and there is no data: the first node bootstraps a new cluster (--wsrep-new-cluster), with the
 #   stack's user and database; the others wait for it;
 # - nobody answers and this node's grastate.dat says safe_to_bootstrap: 1 (it stopped last): it bootstraps;
@@ -33,7 +34,6 @@ peer_up() {
 state() { sed -n "s/^$1:[[:space:]]*//p" "$data/grastate.dat" 2>/dev/null; }
 
 set -- mariadbd --defaults-file="$cnf"
-donors=$(for n in $NODES; do [ "$n" = "$NAME" ] || [ "$n" = "$first" ] || printf '%s,' "$n"; done)
 until peer_up; do
     if [ ! -d "$data/mysql" ] && [ "$NAME" = "$first" ]; then
         mariadb-install-db --no-defaults --datadir="$data" --auth-root-authentication-method=socket \
@@ -59,5 +59,15 @@ if [ -d "$data/mysql" ] && [ "$(state seqno)" = "-1" ]; then
     position=$(sed -n 's/.*Recovered position:\{0,1\}[[:space:]]*\([0-9a-f-]\{36\}:[0-9]*\).*/\1/p' "$run/recover.log" | tail -1)
     [ -n "$position" ] && set -- "$@" --wsrep_start_position="$position"
 fi
-echo "galera: $NAME joins the cluster"
+# The donors: every other node but the writer (an rsync donor is blocked, and HAProxy's check would take the
+# writes away from it), then any node (the trailing comma). WRITER (host:port of HAProxy's writer port) says which
+# node that is now: after a writer kill it is no longer the first node; without an answer, the first node.
+writer=""
+if [ -n "${WRITER:-}" ]; then
+    writer=$(mariadb --defaults-extra-file="$run/galera-client.cnf" --protocol=tcp -h "${WRITER%:*}" \
+        -P "${WRITER##*:}" --connect-timeout=2 -N -B -e "SELECT @@wsrep_node_name" 2>/dev/null || true)
+fi
+[ -n "$writer" ] || writer=$first
+donors=$(for n in $NODES; do [ "$n" = "$NAME" ] || [ "$n" = "$writer" ] || printf '%s,' "$n"; done)
+echo "galera: $NAME joins the cluster (writer $writer; SST donors $donors)"
 exec "$@" --wsrep-sst-donor="$donors"
