@@ -211,7 +211,8 @@ def demo(urls: dict[str, str], token: str) -> str:
     return f"""
 TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
   reservation {r}   billing {b}   bridge {urls['bridge']}   portal {p}
-  (each serves /health, /ready, /api/instance and /openapi.json)
+  (each serves /health, /ready, /api/instance, /openapi.json and /metrics for the service role)
+  pages: buyers {r}/   organizers {r}/organizer   door {b}/door   operators {p}/ops
   logs: .stack/logs/      stop: Ctrl-C here, or `make stop` from anywhere
 
 Paste this into a shell (bash). Each step prints what it got:
@@ -245,6 +246,8 @@ DOOR="Authorization: Bearer $(tf -X POST {b}/api/sessions -d '{{"email":"door-{t
 #    the first scan admits, the second says when the first was
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
+# 9. the purchase through all four daemons' logs, by its correlation ids, with the time between steps
+{Path(sys.executable).parent}/ticketflow trace $RES_ID
 """
 
 

@@ -35,7 +35,7 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
                 line = supervisor.stdout.readline()
                 assert line, "run all exited:\n" + "".join(lines)
                 lines.append(line)
-            lines += [supervisor.stdout.readline(), supervisor.stdout.readline()]
+            lines += [supervisor.stdout.readline() for _ in range(4)]  # the two scans; step 9's comment and trace
             script = "".join(lines[next(i for i, l in enumerate(lines) if l.startswith("tf()")):])
             pasted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, env=env)
             out = pasted.stdout.splitlines()
@@ -50,6 +50,11 @@ async def test_run_all_prints_a_walkthrough_that_works_when_pasted(tmp_path):
             assert out[9] == "purchase_confirmed"
             assert json.loads(out[10])["seat_label"]
             assert json.loads(out[11])["error"]["code"] == "ALREADY_CHECKED_IN"
+            # 9. ticketflow trace: the purchase's steps in all four daemons' logs
+            traced = "\n".join(out[12:])
+            assert traced.startswith("order "), pasted.stdout + pasted.stderr
+            for daemon in ("reservation", "billing", "bridge", "portal"):
+                assert f"  {daemon} " in traced, traced
 
             # ticketflow status: everything up, and every link drains to zero lag.
             deadline = time.monotonic() + 30
