@@ -155,7 +155,11 @@ class Console:
     async def _read_samples(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
         while time.monotonic() - self._last_used < self.settings.ops_idle_seconds:
-            line = await proc.stdout.readline()
+            try:  # a child that hangs (a server that never answers) is ended and started again
+                line = await asyncio.wait_for(proc.stdout.readline(), 3 * self.settings.ops_sample_seconds + 30)
+            except (asyncio.TimeoutError, ValueError):  # ValueError: a line longer than the stream's limit
+                log.warning("lag_sampler_stalled")
+                return
             if not line:
                 return
             try:
@@ -180,32 +184,45 @@ class Console:
         return run
 
     async def _run_drill(self, run: DrillRun) -> None:
-        self.drill_dir.mkdir(parents=True, exist_ok=True)
+        """Run one drill to its end. Whatever goes wrong here (an unwritable reports directory, an output line
+        too long to read), the run ends with an exit code and wakes its readers: a lost run must never leave
+        the console refusing every later drill, nor a streaming request waiting for ever."""
         report = self.drill_dir / f"{run.id}.json"
         log.info("drill_started", drill=run.name, run_id=run.id, actor=run.by)
-        with open(self.drill_dir / f"{run.id}.log", "w", encoding="utf-8") as output:
-            try:
-                proc = await self._spawn("drill", run.name, "--json-out", str(report), stderr="stdout")
-            except OSError as exc:
-                run.add(f"the drill could not be started: {exc}")
-                run.exit_code = 127
-            else:
+        proc: asyncio.subprocess.Process | None = None
+        try:
+            self.drill_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.drill_dir / f"{run.id}.log", "w", encoding="utf-8") as output:
                 try:
-                    await asyncio.wait_for(self._follow(proc, run, output), self.settings.drill_timeout)
-                    run.exit_code = await proc.wait()
-                except asyncio.TimeoutError:
-                    run.add(f"stopped: the drill ran longer than {self.settings.drill_timeout:g} s")
-                    await _end(proc)
-                    run.exit_code = proc.returncode if proc.returncode is not None else -1
-                except asyncio.CancelledError:
-                    await _end(proc)
-                    raise
-            output.write(f"exit code {run.exit_code}\n")
-        (self.drill_dir / f"{run.id}.meta.json").write_text(json.dumps(
-            {"name": run.name, "started_at": run.started_at, "finished_at": rfc3339(time.time()),
-             "exit_code": run.exit_code, "by": run.by}))
-        log.info("drill_finished", drill=run.name, run_id=run.id, exit_code=run.exit_code, actor=run.by)
-        run._wake()
+                    proc = await self._spawn("drill", run.name, "--json-out", str(report), stderr="stdout")
+                except OSError as exc:
+                    run.add(f"the drill could not be started: {exc}")
+                    run.exit_code = 127
+                else:
+                    try:
+                        await asyncio.wait_for(self._follow(proc, run, output), self.settings.drill_timeout)
+                        run.exit_code = await proc.wait()
+                    except asyncio.TimeoutError:
+                        run.add(f"stopped: the drill ran longer than {self.settings.drill_timeout:g} s")
+                        await _end(proc)
+                        run.exit_code = proc.returncode if proc.returncode is not None else -1
+                output.write(f"exit code {run.exit_code}\n")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- reported on the run and logged; the console carries on
+            run.add(f"the console lost this drill: {type(exc).__name__}: {exc}")
+            log.exception("drill_console_error", drill=run.name, run_id=run.id)
+        finally:
+            if proc is not None and proc.returncode is None:
+                await _end(proc)  # never a drill the console no longer follows
+            if run.exit_code is None:
+                run.exit_code = proc.returncode if proc is not None and proc.returncode is not None else -1
+            with contextlib.suppress(OSError):
+                (self.drill_dir / f"{run.id}.meta.json").write_text(json.dumps(
+                    {"name": run.name, "started_at": run.started_at, "finished_at": rfc3339(time.time()),
+                     "exit_code": run.exit_code, "by": run.by}))
+            log.info("drill_finished", drill=run.name, run_id=run.id, exit_code=run.exit_code, actor=run.by)
+            run._wake()
 
     async def _follow(self, proc: asyncio.subprocess.Process, run: DrillRun, output) -> None:
         assert proc.stdout is not None

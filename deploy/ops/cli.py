@@ -264,6 +264,11 @@ def _drill(args: argparse.Namespace) -> int:
             return 2
     _use_topology(args.topology)
     settings = stack_settings()
+    lock = _one_drill_at_a_time(settings.root)
+    if lock is None:
+        print(f"ticketflow drill: refused: another drill is running against this stack ({settings.root}/drill.lock); "
+              "two at once could take down a cluster's majority", file=sys.stderr)
+        return 2
     env = daemon_env(settings)
     pids = daemon_dirs(settings)[0]
     topology = TOPOLOGIES[args.topology]() if args.topology != "local" else None
@@ -297,6 +302,22 @@ def _drill(args: argparse.Namespace) -> int:
         return 2
     emit(report, args.json_out or _drill_report_path(env, args.name))
     return 0 if passed(report) else 1
+
+
+def _one_drill_at_a_time(root: Path):
+    """An exclusive lock on the stack directory's ``drill.lock``, held until this process exits (the kernel
+    drops it even on SIGKILL), or None if another drill holds it: from a terminal, the operators' console of
+    any portal replica, or a console restarted while its drill went on."""
+    import fcntl
+
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / "drill.lock", "a")  # noqa: SIM115 -- kept open: the lock lives as long as the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
 
 
 def _drill_report_path(env: dict[str, str], name: str) -> str | None:
