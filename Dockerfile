@@ -46,7 +46,7 @@ USER ticketflow
 
 ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
-    TICKETFLOW_STACK_DIR=/var/lib/ticketflow \
+    TICKETFLOW_STACK_DIR=/var/lib/ticketflow TICKETFLOW_DRILL_REPORTS_DIR=/var/lib/ticketflow/drills \
     TICKETFLOW_RESERVATION_HOST=0.0.0.0 TICKETFLOW_RESERVATION_PORT=8080 \
     TICKETFLOW_BILLING_HOST=0.0.0.0 TICKETFLOW_BILLING_PORT=8080 \
     TICKETFLOW_BRIDGE_HOST=0.0.0.0 TICKETFLOW_BRIDGE_PORT=8080 \

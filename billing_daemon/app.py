@@ -70,7 +70,8 @@ class BillingDaemon:
         app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware, api.refusals], api.route_limits(self.settings),
                        auth=auth_middleware(api.SPEC, self.verifier, self.accounts.is_revoked),
-                       outer=[cors_middleware(self.settings.page_origins)])  # the buyer's pages call billing
+                       outer=[cors_middleware(self.settings.page_origins)],  # the buyer's pages call billing
+                       trusted_proxies=self.settings.trusted_proxies)
         app[api.DEPS] = api.Deps(self.settings, self.store, self.payments, self.accounts, self.issuer)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,
                                         request_timeout=self.settings.http_request_timeout,

@@ -8,6 +8,7 @@ from deploy.runtime.config import (ConfigError, ServiceSettings, LinkSenderSetti
                                    load,
                                    logins_per_address_setting, logins_per_email_setting,
                                    non_negative_int, page_origins_setting, port, positive_float, positive_int, rate_limit_setting,
+                                   trusted_proxies_setting,
                                    rate, rate_limits_enabled_setting, setting, token_public_keys_setting)
 
 
@@ -66,6 +67,7 @@ class Settings(ServiceSettings, LinkSenderSettings, LinkReceiverSettings, StoreS
     token_ttl: float = setting("TICKETFLOW_TOKEN_TTL_SECONDS", 900.0, positive_float,
                                "lifetime of a login token; other daemons honour a logout when it ends")
     rate_limit: int = rate_limit_setting()
+    trusted_proxies: tuple = trusted_proxies_setting()
     page_origins: tuple[str, ...] = page_origins_setting()
     rate_limits_enabled: bool = rate_limits_enabled_setting()
     logins_per_address: Rate = logins_per_address_setting()

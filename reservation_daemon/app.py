@@ -42,7 +42,8 @@ class ReservationDaemon:
         self.seat_feed = SeatFeed(settings.pg_dsn, self.store, poll=settings.seat_stream_poll,
                                   queue_limit=settings.seat_stream_queue,
                                   max_viewers=settings.seat_stream_max_viewers,
-                                  heartbeat=settings.seat_stream_heartbeat)
+                                  heartbeat=settings.seat_stream_heartbeat,
+                                  per_address=settings.seat_stream_per_address)
         self.schema = SchemaGate(self.store.migrate)
         self.background = Background()
         self._runner: web.AppRunner | None = None
@@ -69,7 +70,8 @@ class ReservationDaemon:
         await self.db.start()
         app = make_app(api.routes(self.ready, self.instance),
                        self.settings.rate_limit, [self.schema.middleware], self.route_limits(),
-                       auth=auth_middleware(api.SPEC, self.verifier))
+                       auth=auth_middleware(api.SPEC, self.verifier),
+                       trusted_proxies=self.settings.trusted_proxies)
         app[PAGE_SETTINGS] = api.page_settings(self.settings)
         app[api.DEPS] = api.Deps(self.settings, self.store, self.billing, self.release_check, self.seat_feed)
         self._runner = await start_http(app, self.settings.http_host, self.settings.http_port,

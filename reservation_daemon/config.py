@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from deploy.runtime.config import (ServiceSettings, LinkSenderSettings, StoreSettings, Rate, check_link_sender, holds_per_address_setting, holds_per_subject_setting,
                                    host_list, load, port, positive_float, positive_int,
                                    rate_limit_setting, rate_limits_enabled_setting, service_token_setting, setting,
+                                   trusted_proxies_setting,
                                    token_public_keys_setting)
 
 
@@ -30,6 +31,7 @@ class Settings(ServiceSettings, LinkSenderSettings, StoreSettings):
     relay_poll: float = setting("TICKETFLOW_RELAY_POLL_SECONDS", 1.0, positive_float,
                                 "outbox poll interval when LISTEN/NOTIFY is quiet")
     rate_limit: int = rate_limit_setting()
+    trusted_proxies: tuple = trusted_proxies_setting()
     token_public_keys: str = token_public_keys_setting()
     service_token_file: str = service_token_setting()
     billing_url: str = setting("TICKETFLOW_BILLING_URL", "http://127.0.0.1:8084", str,
@@ -48,6 +50,9 @@ class Settings(ServiceSettings, LinkSenderSettings, StoreSettings):
                                      "(its browser reconnects and resumes)")
     seat_stream_max_viewers: int = setting("TICKETFLOW_SEAT_STREAM_MAX_VIEWERS", 10_000, positive_int,
                                            "open seat streams per process; more are 503 STREAM_CAPACITY")
+    seat_stream_per_address: int = setting("TICKETFLOW_SEAT_STREAM_PER_ADDRESS", 32, positive_int,
+                                           "open seat streams per client address (behind a trusted proxy: the "
+                                           "forwarded one); more are 429 TOO_MANY_STREAMS")
     public_billing_url: str = setting("TICKETFLOW_PUBLIC_BILLING_URL", "", str,
                                       "billing's API as a browser reaches it (the buyer's pages sign up, log in "
                                       "and pay there); empty: TICKETFLOW_BILLING_URL")

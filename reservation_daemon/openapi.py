@@ -137,6 +137,8 @@ PATHS: dict[str, Any] = {
         "responses": {"200": {"description": "the stream", "content": {"text/event-stream": {
             "schema": {"type": "string"}}}},
             "404": error("EVENT_NOT_FOUND"),
+            "429": error("TOO_MANY_STREAMS: this client address already has its share of open streams "
+                         "(TICKETFLOW_SEAT_STREAM_PER_ADDRESS); retry after Retry-After"),
             "503": error("DEPENDENCY_UNAVAILABLE: the database is unavailable or the stream is starting; "
                          "STREAM_CAPACITY: this server streams to its maximum of viewers; retry after "
                          "Retry-After")}}},

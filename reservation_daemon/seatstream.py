@@ -33,7 +33,8 @@ by a hold:
 
 Who may open it: anyone, like ``GET /api/events/{id}/seats`` (a seat's status is public; a
 message carries seat ids and statuses only, never who holds them). At most
-``TICKETFLOW_SEAT_STREAM_MAX_VIEWERS`` per process (503 ``STREAM_CAPACITY`` beyond).
+``TICKETFLOW_SEAT_STREAM_MAX_VIEWERS`` per process (503 ``STREAM_CAPACITY`` beyond), at most
+``TICKETFLOW_SEAT_STREAM_PER_ADDRESS`` of them from one client address (429 ``TOO_MANY_STREAMS``).
 
 Messages (``event:`` names): ``ready`` ``{"position"}`` first on a fresh stream; ``seats``
 ``{"event_id", "seats": [{"id", "status"}]}`` per change; ``reset`` ``{"position"}``;
@@ -53,14 +54,14 @@ from aiohttp import web
 
 from deploy.runtime.aio import wait_event
 from deploy.runtime.backoff import Backoff
-from deploy.runtime.http import ApiError, DependencyUnavailable
+from deploy.runtime.http import ApiError, DependencyUnavailable, client_address
 from reservation_daemon.store import ReservationStore
 
 log = structlog.get_logger("reservation.seatstream")
 
 CHANNEL = "tf_stream_numbered"  # NOTIFY sent by tf_sequence_outbox when it numbered rows
 READ_BATCH = 2000  # rows per read of the reader
-REPLAY_MAX = 10_000  # events a resume may replay; further back: reset
+REPLAY_MAX = 1_000  # events a resume may replay (an anonymous request reads at most this many rows); further: reset
 MIN_READ_INTERVAL = 0.01  # a burst of notifications costs at most one read per 10 ms
 STATUS_OF = {"reservation.created": "held", "reservation.confirmed": "sold",
              "reservation.cancelled": "available", "reservation.expired": "available"}
@@ -69,6 +70,15 @@ END = b""  # a viewer's queue sentinel: the stream ends
 
 class StreamCapacity(ApiError):
     status, code = 503, "STREAM_CAPACITY"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
+class TooManyStreams(ApiError):
+    """One client address holds its share of the open streams: a stranger cannot take them all."""
+
+    status, code = 429, "TOO_MANY_STREAMS"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, headers={"Retry-After": "5"})
@@ -96,10 +106,11 @@ def change_frame(seq: int, kind: str, data: dict[str, Any]) -> bytes | None:
 
 
 class Viewer:
-    __slots__ = ("event_id", "after", "queue", "start")
+    __slots__ = ("event_id", "after", "queue", "start", "address")
 
-    def __init__(self, event_id: str, after: int, limit: int) -> None:
+    def __init__(self, event_id: str, after: int, limit: int, address: str = "") -> None:
         self.event_id = event_id
+        self.address = address  # whose share of the open streams it takes
         self.start = after  # the feed's position when this viewer joined
         self.after = after  # messages with seq <= after are not for this viewer (already sent)
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit + 2)  # + the dropped notice and END
@@ -109,12 +120,14 @@ class SeatFeed:
     """This process's one reader of seat changes, and the open streams it fans out to."""
 
     def __init__(self, dsn: str, store: ReservationStore, *, poll: float, queue_limit: int, max_viewers: int,
-                 heartbeat: float) -> None:
+                 heartbeat: float, per_address: int = 32) -> None:
         self.dsn = dsn
         self.store = store
         self.poll = poll
         self.queue_limit = queue_limit
         self.max_viewers = max_viewers
+        self.per_address = per_address
+        self.by_address: dict[str, int] = {}
         self.heartbeat = heartbeat
         self.position: int | None = None  # last seq read (None until the reader has started)
         self.viewers: dict[str, set[Viewer]] = {}
@@ -199,12 +212,15 @@ class SeatFeed:
 
     # --- viewers ---------------------------------------------------------------------
 
-    def subscribe(self, event_id: str, last_id: int | None) -> Viewer:
+    def subscribe(self, event_id: str, last_id: int | None, address: str = "") -> Viewer:
         if self._closed or self.position is None:
             raise DependencyUnavailable("live seat updates are starting; retry shortly", retry_after=1)
         if self.count >= self.max_viewers:
             raise StreamCapacity(f"this server already streams to {self.max_viewers} viewers; retry shortly")
-        viewer = Viewer(event_id, self.position, self.queue_limit)
+        if self.by_address.get(address, 0) >= self.per_address:
+            raise TooManyStreams(f"{self.per_address} seat streams are already open from your address")
+        viewer = Viewer(event_id, self.position, self.queue_limit, address)
+        self.by_address[address] = self.by_address.get(address, 0) + 1
         if last_id is not None and last_id > viewer.after:
             viewer.after = last_id  # the browser saw further (another replica's reader was ahead)
         self.viewers.setdefault(event_id, set()).add(viewer)
@@ -216,6 +232,11 @@ class SeatFeed:
         if viewers is not None and viewer in viewers:
             viewers.discard(viewer)
             self.count -= 1
+            left = self.by_address.get(viewer.address, 1) - 1
+            if left > 0:
+                self.by_address[viewer.address] = left
+            else:
+                self.by_address.pop(viewer.address, None)
             if not viewers:
                 del self.viewers[viewer.event_id]
 
@@ -244,7 +265,7 @@ class SeatFeed:
             head = await self.store.numbered_head()  # unread while nobody watched: skip to the head
             if self.count == 0:  # nobody joined meanwhile (a viewer keeps the position it joined at)
                 self.position = max(self.position, head)
-        viewer = self.subscribe(event_id, last_id)
+        viewer = self.subscribe(event_id, last_id, client_address(request))
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         try:

@@ -100,7 +100,9 @@ def replicas(env: Mapping[str, str], topology: str | None = None) -> list[Replic
             continue
         for n, http_port in enumerate(ports, 1):
             name = f"{spec.name}-{n}"
-            own = {spec.http_port_env: str(http_port), "TICKETFLOW_INSTANCE": name}
+            # Behind HAProxy on this machine: count clients by the address HAProxy forwards, not HAProxy's own.
+            own = {spec.http_port_env: str(http_port), "TICKETFLOW_INSTANCE": name,
+                   "TICKETFLOW_TRUSTED_PROXIES": env.get("TICKETFLOW_TRUSTED_PROXIES", "127.0.0.1/32")}
             if spec.name == "reservation":
                 own["TICKETFLOW_BILLING_LINK_HOST"] = link_hosts
             if spec.name == "billing":

@@ -307,6 +307,19 @@ def page_origins_setting() -> Any:
                    "portal's (the operators' console logs in at billing)")
 
 
+def _networks(raw: str) -> tuple:
+    import ipaddress
+
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in raw.split(",") if part.strip())
+
+
+def trusted_proxies_setting() -> Any:
+    return setting("TICKETFLOW_TRUSTED_PROXIES", (), _networks,
+                   "addresses or networks (comma-separated, e.g. 127.0.0.1/32) of load balancers in front of this "
+                   "daemon: a request from one of them is counted against the address its X-Forwarded-For names "
+                   "last (the one the balancer added), not the balancer's; empty: every request by its own peer")
+
+
 def rate_limit_setting() -> Any:
     return setting("TICKETFLOW_RATE_LIMIT_PER_SECOND", 0, non_negative_int,
                    "requests per second per client address (0 = unlimited)")

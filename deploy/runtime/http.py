@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import math
 import os
@@ -306,6 +307,30 @@ class Buckets:
         return len(self._buckets)
 
 
+TRUSTED_PROXIES = web.AppKey("trusted_proxies", tuple)
+
+
+def client_address(request: web.Request) -> str:
+    """The address a request is counted against (rate limits, open streams): its peer's, or, when the peer is a
+    trusted load balancer (``TICKETFLOW_TRUSTED_PROXIES``), the last X-Forwarded-For entry -- the one the balancer
+    appended; entries a client sent itself come before it and are never believed."""
+    peer = request.remote or "unknown"
+    trusted = request.app.get(TRUSTED_PROXIES, ())
+    if not trusted:
+        return peer
+    try:
+        if not any(ipaddress.ip_address(peer) in network for network in trusted):
+            return peer
+    except ValueError:
+        return peer
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    last = forwarded[-1].split(",")[-1].strip() if forwarded else ""
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
+
+
 class RateLimiter:
     """``TICKETFLOW_RATE_LIMIT_PER_SECOND``: every route, per client address, ``rate``/s with bursts of ``2 * rate``.
 
@@ -324,7 +349,7 @@ class RateLimiter:
     @web.middleware
     async def middleware(self, request: web.Request, handler):
         if request.path not in self.EXEMPT:
-            wait = self.buckets.take(request.remote or "unknown")
+            wait = self.buckets.take(client_address(request))
             if wait:
                 raise RateLimited(f"more than {self.rate} requests per second", wait)
         return await handler(request)
@@ -378,7 +403,7 @@ class RouteLimiter:
             return
         if not caller.anonymous:
             self.take(name, "subject", caller.subject)
-        self.take(name, "address", request.remote or "unknown")
+        self.take(name, "address", client_address(request))
 
 
 def limit_key(request: web.Request, name: str, key: str) -> None:
@@ -424,7 +449,8 @@ def service_routes(ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]], 
 def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
              middlewares: Sequence[Callable[..., Any]] = (),
              limited: Mapping[tuple[str, str], RouteLimit] | None = None, *,
-             auth: Callable[..., Any] | None = None, outer: Sequence[Callable[..., Any]] = ()) -> web.Application:
+             auth: Callable[..., Any] | None = None, outer: Sequence[Callable[..., Any]] = (),
+             trusted_proxies: tuple = ()) -> web.Application:
     """An aiohttp app with request metrics, the shared error envelope, the access rules (``auth``, from
     :func:`deploy.runtime.auth.auth_middleware`), per-client limiting if ``rate_limit`` > 0,
     then ``middlewares``. ``outer`` middlewares wrap all of these (CORS: its headers go on
@@ -451,6 +477,7 @@ def make_app(routes: list[web.RouteDef], rate_limit: int = 0,
                            r.kwargs) if (r.method, r.path) in limited else r for r in routes]
     app = web.Application(middlewares=[*chain, *middlewares], client_max_size=MAX_BODY)
     app[ROUTE_LIMITER] = limiter
+    app[TRUSTED_PROXIES] = tuple(trusted_proxies)
     correlation.install(app)
     app.add_routes(routes)
     return app

@@ -99,3 +99,23 @@ def test_a_viewer_that_falls_behind_is_dropped_with_a_reason_and_its_memory_boun
     queued = [slow.queue.get_nowait() for _ in range(slow.queue.qsize())]
     assert queued[-2].startswith(b"event: dropped") and b"slow_consumer" in queued[-2] and queued[-1] == END
     assert len(queued) == 2 and feed.count == 0 and feed.dropped == 1  # its backlog freed, it is gone
+
+
+def test_one_address_gets_its_share_of_the_streams_and_no_more():
+    """A stranger opening streams in a loop cannot take every stream of the process (nor, behind HAProxy, of
+    everyone: the address counted is the one HAProxy forwards, see tests/runtime/test_client_address.py)."""
+    from reservation_daemon.seatstream import TooManyStreams
+
+    feed = SeatFeed("", None, poll=1, queue_limit=3, max_viewers=10, heartbeat=15, per_address=2)
+    feed.position = 0
+    first, second = feed.subscribe("e1", None, "203.0.113.9"), feed.subscribe("e2", None, "203.0.113.9")
+    try:
+        feed.subscribe("e1", None, "203.0.113.9")
+        raise AssertionError("a third stream from one address was accepted")
+    except TooManyStreams as exc:
+        assert exc.status == 429 and exc.code == "TOO_MANY_STREAMS"
+    assert feed.subscribe("e1", None, "198.51.100.7")  # another address is not affected
+    feed.unsubscribe(first)
+    assert feed.subscribe("e1", None, "203.0.113.9") and feed.by_address["203.0.113.9"] == 2  # a closed one frees
+    feed.unsubscribe(second)
+    assert feed.count == 2
