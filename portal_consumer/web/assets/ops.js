@@ -27,29 +27,47 @@
       ...daemons.map(([name, d]) => el("li", { "data-daemon": name }, stateBadge(d.state), ` ${name}`,
         el("span", { class: "muted" }, ` ${d.url}` + (d.pid ? `, pid ${d.pid}` : "") +
           (d.instance ? `, answers as ${d.instance}` : "") + (d.restarts ? `, restarted ${d.restarts}×` : "")))));
-    const cluster = $("cluster");
-    cluster.replaceChildren();
-    if (report.cluster) {
-      cluster.append(el("h3", {}, `Cluster roles (${report.topology})`));
-      for (const [key, value] of Object.entries(report.cluster)) {
-        if (key === "problems") continue;
-        const items = Array.isArray(value) ? value : (value && typeof value === "object" ? Object.entries(value) : [[key, value]]);
-        cluster.append(el("h4", {}, key), el("ul", { class: "states" }, ...items.map((item) => {
-          if (Array.isArray(item)) return el("li", {}, `${item[0]}: ${typeof item[1] === "object" ? JSON.stringify(item[1]) : item[1]}`);
-          if (item && typeof item === "object") {
-            const name = item.name || item.member || item.node || "";
-            const role = item.role || item.state || "";
-            return el("li", {}, el("strong", {}, name), ` ${role}`, el("span", { class: "muted" }, " " + JSON.stringify(item)));
-          }
-          return el("li", {}, String(item));
-        })));
-      }
-      const problems = report.cluster.problems || [];
-      cluster.append(el("p", { class: problems.length ? "error" : "ok" },
-        problems.length ? `Problems: ${problems.join("; ")}` : "Cluster healthy"));
-    }
+    renderCluster(report);
     $("status-read").textContent = `Read ${new Date(r.body.read_at).toLocaleTimeString()}: ` +
       (r.body.healthy ? "everything up" : "something is down or unhealthy");
+  }
+
+  // Cluster roles, one table per part of the HA topology (`ticketflow status --topology ha --json`'s
+  // "cluster": PostgreSQL under Patroni, etcd, Galera with its writer, RabbitMQ with its quorum queues,
+  // HAProxy's backends); a part the topology does not run is simply absent.
+  function table(caption, head, rows) {
+    return el("table", { class: "roles" }, el("caption", {}, caption),
+      el("thead", {}, el("tr", {}, ...head.map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, ...rows.map((cells) => el("tr", {}, ...cells.map((c) =>
+        el("td", {}, c === null || c === undefined ? "—" : String(c)))))));
+  }
+
+  function renderCluster(report) {
+    const cluster = $("cluster");
+    cluster.replaceChildren();
+    const c = report.cluster;
+    if (!c) return;
+    cluster.append(el("h3", {}, `Cluster roles (${report.topology})`));
+    if (c.postgres) cluster.append(table("PostgreSQL (Patroni)", ["node", "role", "state", "timeline", "lag (bytes)"],
+      c.postgres.map((m) => m.error ? [m.error, "", "", "", ""] : [m.name, m.role, m.state, m.timeline, m.lag_bytes])));
+    if (c.galera) cluster.append(table(`Galera (writer: ${c.galera.writer || "none"})`,
+      ["node", "role", "state", "cluster", "size"],
+      c.galera.nodes.map((n) => n.error ? [n.name, "down", n.error, "", ""] :
+        [n.name, n.name === c.galera.writer ? "writer" : "standby writer", n.state, n.cluster_status, n.cluster_size])));
+    if (c.rabbitmq) {
+      cluster.append(table("RabbitMQ nodes", ["node", "in the cluster"],
+        c.rabbitmq.nodes.map((n) => [n.name, n.running ? "running" : "NOT running"])));
+      cluster.append(table("RabbitMQ quorum queues", ["queue", "leader", "members online"],
+        c.rabbitmq.quorum_queues.map((q) => [q.name, q.leader || "NONE",
+          `${q.online.length} of ${q.members.length}`])));
+    }
+    if (c.etcd) cluster.append(table("etcd", ["member", "healthy", "leader"],
+      c.etcd.map((m) => [m.name, m.healthy ? "yes" : "NO", m.leader ? "leader" : ""])));
+    if (c.haproxy) cluster.append(table("HAProxy backends", ["proxy", "server", "status"],
+      c.haproxy.map((b) => b.error ? [b.error, "", ""] : [b.proxy, b.server, b.status])));
+    const problems = c.problems || [];
+    cluster.append(el("p", { class: problems.length ? "error" : "ok" },
+      problems.length ? `Problems: ${problems.join("; ")}` : "Cluster healthy"));
   }
 
   // The lag chart: one polyline per link over the samples (inline SVG; each series has its own dash
