@@ -98,6 +98,12 @@ def _cluster_status(topology, as_json: bool, servers: dict) -> tuple[list[str], 
     return problems, text
 
 
+def _default_topology() -> str:
+    from deploy.ops.daemons import TOPOLOGY_ENV
+
+    return os.environ.get(TOPOLOGY_ENV, "local")
+
+
 def _use_topology(name: str) -> None:
     """Daemons started from here (and the supervisor's restarts) reach the servers of topology ``name``;
     ``run all``, ``status`` and the supervisor use that topology's daemon replicas (``daemons.replicas``)."""
@@ -141,6 +147,7 @@ def _trace(args: argparse.Namespace) -> int:
     from deploy.ops import trace
     from deploy.ops.supervisor import daemon_dirs, daemon_env
 
+    _use_topology(args.topology)  # billing's database of that topology (Galera under ha) holds the order's id
     settings = stack_settings()
     logs = Path(args.logs) if args.logs else daemon_dirs(settings)[1]
     known = [] if args.no_db else [trace.order_correlation_id(args.order_id, daemon_env(settings))]
@@ -384,6 +391,7 @@ def _users(args: argparse.Namespace) -> int:
     from deploy.runtime.config import load
     from deploy.runtime.mysql import MariaDB
 
+    _use_topology(args.topology)  # the billing database of the topology the daemons run on (Galera under ha)
     password = args.password if args.password is not None else getpass.getpass(f"password for {args.email}: ")
     if len(password) < MIN_PASSWORD:
         print(f"ticketflow: the password must have at least {MIN_PASSWORD} characters", file=sys.stderr)
@@ -496,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     trace_cmd.add_argument("--logs", metavar="DIR", help="where the logs are (default: <stack dir>/logs, where "
                            "`run all` writes them)")
     trace_cmd.add_argument("--no-db", action="store_true", help="do not ask billing's database for the order's id")
+    trace_cmd.add_argument("--topology", choices=sorted(TOPOLOGIES), default=_default_topology(),
+                           help="whose billing database to ask (default: $TICKETFLOW_TOPOLOGY or local)")
     trace_cmd.set_defaults(func=_trace)
 
     link = commands.add_parser(
@@ -594,6 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--email", required=True)
     users.add_argument("--name", required=True)
     users.add_argument("--password", help="(asked for when omitted; at least 10 characters)")
+    users.add_argument("--topology", choices=sorted(TOPOLOGIES), default=_default_topology(),
+                       help="the topology whose billing database gets the account: ha writes to the Galera "
+                       "cluster the HA daemons use (default: $TICKETFLOW_TOPOLOGY or local)")
     users.set_defaults(func=_users)
 
     keys = commands.add_parser(

@@ -208,6 +208,9 @@ def demo(urls: dict[str, str], token: str) -> str:
     seat = seats["seats"][0]
     # Fresh names and keys per printed walkthrough: a key from an earlier run would replay that run's answer.
     t = os.urandom(3).hex()
+    # The pasted shell knows no topology: name it, so staff accounts land in the database the daemons use.
+    topology = os.environ.get(TOPOLOGY_ENV, "local")
+    on = "" if topology == "local" else f" --topology {topology}"
     return f"""
 TicketFlow is running. Demo event "{event['name']}": {event['seats']['available']} of {event['seats']['total']} seats available.
   reservation {r}   billing {b}   bridge {urls['bridge']}   portal {p}
@@ -241,13 +244,13 @@ tf {r}/api/events/{event['id']}/seats | python3 -c "import json,sys; print('seat
 # 7. and Alice has exactly one notification
 tf -H "$AUTH" "{p}/api/notifications" | field '["notifications"][0]["kind"]'
 # 8. door staff (an account `ticketflow users create --role door` makes) log in at the door
-{Path(sys.executable).parent}/ticketflow users create --role door --email door-{t}@example.com --name Door --password 'door staff {t}' >/dev/null
+{Path(sys.executable).parent}/ticketflow users create{on} --role door --email door-{t}@example.com --name Door --password 'door staff {t}' >/dev/null
 DOOR="Authorization: Bearer $(tf -X POST {b}/api/sessions -d '{{"email":"door-{t}@example.com","password":"door staff {t}"}}' | field '["token"]')"
 #    the first scan admits, the second says when the first was
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 tf -X POST -H "$DOOR" {b}/api/checkin -d '{{"code":"'$CODE'"}}'
 # 9. the purchase through all four daemons' logs, by its correlation ids, with the time between steps
-{Path(sys.executable).parent}/ticketflow trace $RES_ID
+{Path(sys.executable).parent}/ticketflow trace{on} $RES_ID
 """
 
 
