@@ -99,6 +99,7 @@ class Console:
         self._status: tuple[float, dict[str, Any]] | None = None
         self._sampler: asyncio.Task | None = None
         self._last_used = 0.0
+        self._stopping = False
         self.drill: DrillRun | None = None
         self._drill_task: asyncio.Task | None = None
 
@@ -141,7 +142,9 @@ class Console:
         """Run ``status --watch-lag`` while the console is in use; restart it (with a pause) if it ends."""
         log.info("lag_sampler_started", every_seconds=self.settings.ops_sample_seconds)
         try:
-            while time.monotonic() - self._last_used < self.settings.ops_idle_seconds:
+            # stop() also sets _stopping: 3.11's wait_for (in _end) can swallow a cancellation that arrives
+            # just as the child exits, and the loop must end all the same.
+            while not self._stopping and time.monotonic() - self._last_used < self.settings.ops_idle_seconds:
                 proc = await self._spawn("status", "--topology", self.topology,
                                          "--watch-lag", str(self.settings.ops_sample_seconds), stderr="null")
                 try:
@@ -272,6 +275,7 @@ class Console:
             env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in (self._sampler, self._drill_task):
             if task is not None and not task.done():
                 task.cancel()

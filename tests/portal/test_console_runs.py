@@ -15,7 +15,7 @@ from portal_consumer.console import Console, DrillBusy
 def console(tmp_path, drill_dir, script: str) -> Console:
     settings = SimpleNamespace(ops_command=f"{sys.executable} -c '{script}'", ops_topology="ha",
                                drill_dir=str(drill_dir), ops_sample_seconds=5.0, ops_history=10,
-                               ops_idle_seconds=2.0, drill_timeout=30.0)
+                               ops_idle_seconds=600.0, drill_timeout=30.0)
     return Console(settings)
 
 
