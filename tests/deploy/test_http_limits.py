@@ -15,6 +15,7 @@ class FakeRequest(dict):
     def __init__(self, remote: str, caller: Principal | None = None) -> None:
         super().__init__()
         self.remote = remote
+        self.app: dict = {}  # no trusted proxies: the peer's address is the client's
         if caller is not None:
             self["principal"] = caller
 

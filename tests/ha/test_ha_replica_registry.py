@@ -24,7 +24,9 @@ def test_the_ha_topology_runs_two_reservation_and_two_billing_replicas_each_with
     assert [found[n].http_port for n in ("reservation-1", "reservation-2", "billing-1", "billing-2")] == \
         [21001, 21002, 21003, 21004]
     assert found["billing-2"].env == {"TICKETFLOW_BILLING_PORT": "21004", "TICKETFLOW_INSTANCE": "billing-2",
-                                      "TICKETFLOW_BILLING_LINK_PORT": "21006"}
+                                      "TICKETFLOW_BILLING_LINK_PORT": "21006",
+                                      # behind HAProxy on this machine: clients counted by the forwarded address
+                                      "TICKETFLOW_TRUSTED_PROXIES": "127.0.0.1/32"}
     # Each reservation relay knows every billing receiver, in order (it tries them in turn).
     for name in ("reservation-1", "reservation-2"):
         assert link_targets(found[name].env["TICKETFLOW_BILLING_LINK_HOST"], 7001) == [
