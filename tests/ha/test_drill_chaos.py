@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +30,8 @@ from deploy.ops.drill.report import passed, render
 from deploy.ops.stack.settings import stack_settings
 from deploy.runtime.amqp import Names
 from tests.support.stack import free_port, free_port_block
+from tests.support.supervised_ha import cli
+from tests.support.supervised_ha import supervised_ha as supervised_ha_stack
 
 # --- pure: the steps, the windows, the verdict ------------------------------------------------------------
 
@@ -174,33 +174,10 @@ def supervised_ha(tmp_path_factory):
                 "TICKETFLOW_BILLING_REPLICA_PORTS": f"{free_port()},{free_port()}",
                 "TICKETFLOW_BILLING_LINK_REPLICA_PORTS": f"{free_port()},{free_port()}"})
 
-    def ticketflow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "deploy.ops.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False)
-
-    supervisor = None
-    try:
-        started = time.monotonic()
-        up = ticketflow("stack", "up", "--topology", "ha", timeout=300)
-        assert up.returncode == 0, up.stdout + up.stderr
-        supervisor = subprocess.Popen([sys.executable, "-m", "deploy.ops.cli", "run", "all", "--topology", "ha"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while not any("second says when" in line for line in lines):
-            assert time.monotonic() < deadline, "no walkthrough printed:\n" + "".join(lines)
-            line = supervisor.stdout.readline()
-            assert line, "run all --topology ha exited:\n" + "".join(lines)
-            lines.append(line)
+    started = time.monotonic()
+    with supervised_ha_stack(env, root):
         print(f"\nprivate HA stack up and daemons supervised in {time.monotonic() - started:.0f} s")
-        yield {"env": env, "root": root, "ticketflow": ticketflow}
-    finally:
-        if supervisor is not None:
-            supervisor.send_signal(signal.SIGINT)
-            supervisor.wait(60)
-        ticketflow("stack", "down", "--topology", "ha", timeout=180)
-        for link in (root / "ha").glob("*/private"):
-            shutil.rmtree(link.resolve().parent, ignore_errors=True)
+        yield {"env": env, "root": root, "ticketflow": cli(env)}
 
 
 async def count_orders(port: int) -> int:

@@ -10,10 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +21,7 @@ from deploy.ops.stack import process
 from tests.ha.test_drill_failover import assert_clean
 from tests.ha.test_ha_stack import HA_PORTS, listening
 from tests.support.stack import free_port, fresh_mariadb_database
+from tests.support.supervised_ha import cli, supervised_ha
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -69,32 +67,10 @@ def running(tmp_path_factory):
     env.pop("TICKETFLOW_PG_DSN", None)
     env.pop("TICKETFLOW_PORTAL_PG_DSN", None)
 
-    def ticketflow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "deploy.ops.cli", *args], env=env,
-                              capture_output=True, text=True, timeout=timeout, check=False)
-
-    supervisor = None
     try:
-        up = ticketflow("stack", "up", "--topology", "ha", timeout=300)
-        assert up.returncode == 0, up.stdout + up.stderr
-        supervisor = subprocess.Popen([sys.executable, "-m", "deploy.ops.cli", "run", "all", "--topology", "ha"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while not any("second says when" in line for line in lines):
-            assert time.monotonic() < deadline, "no walkthrough printed:\n" + "".join(lines)
-            line = supervisor.stdout.readline()
-            assert line, "run all --topology ha exited:\n" + "".join(lines)
-            lines.append(line)
-        lines += [supervisor.stdout.readline(), supervisor.stdout.readline()]
-        yield {"env": env, "root": root, "ports": ports, "lines": lines, "ticketflow": ticketflow}
+        with supervised_ha(env, root, extra_lines=2) as lines:
+            yield {"env": env, "root": root, "ports": ports, "lines": lines, "ticketflow": cli(env)}
     finally:
-        if supervisor is not None:
-            supervisor.send_signal(signal.SIGINT)
-            supervisor.wait(60)
-        ticketflow("stack", "down", "--topology", "ha", timeout=120)
-        for link in (root / "ha").glob("*/private"):
-            shutil.rmtree(link.resolve().parent, ignore_errors=True)
         loop.run_until_complete(maria.__aexit__(None, None, None))
         loop.close()
 
