@@ -147,3 +147,29 @@ def test_writer_kill_writes_continue_on_another_node_and_the_killed_node_rejoins
         rows = {r[0] for r in asyncio.run(query(n.port, galera, "SELECT id FROM writes"))}
         assert ids <= rows, f"{n.name} lacks acknowledged rows {sorted(ids - rows)[:10]}"
     assert report["nodes"][0]["cluster_size"] == 3
+
+
+def test_a_survivor_without_quorum_is_made_primary_again_never_a_second_cluster_from_a_stopped_node(galera):
+    """Two nodes lost at once (or a partition under load) leave the third running but non-Primary. `up` must
+    restore the primary component on that survivor (Galera's quorum reset, pc.bootstrap) and let the others
+    rejoin it -- not bootstrap a stopped node into a new cluster beside it (seen in CI: the survivors were then
+    refused, "Local state UUID ... is different from group state UUID", and their newest writes forked away)."""
+    writer = galera.galera.wait_writer()
+    port = galera.proxy.ha.mariadb_writer_port
+    asyncio.run(query(port, galera, "CREATE TABLE IF NOT EXISTS quorum (id INT PRIMARY KEY)"))
+    asyncio.run(query(port, galera, "INSERT INTO quorum VALUES (1)"))
+    survivor = next(n for n in galera.galera.nodes if n.name != writer)
+    history = asyncio.run(survivor.wsrep())["wsrep_cluster_state_uuid"]
+    for victim in [n for n in galera.galera.nodes if n is not survivor]:
+        assert victim.kill()
+    wait_until(lambda: asyncio.run(survivor.wsrep()).get("wsrep_cluster_status") == "non-Primary",
+               f"{survivor.name} non-Primary after losing both others")
+
+    states = galera.galera.up(survivor.name)
+    assert states[survivor.name].startswith("primary component restored"), states
+    wait_until(lambda: (r := galera.galera.report()) and not galera_problems(r) and r,
+               "the cluster back to three Synced nodes")
+    for n in galera.galera.nodes:  # one history: the survivor's, with the row written before
+        assert asyncio.run(n.wsrep())["wsrep_cluster_state_uuid"] == history, n.name
+        assert asyncio.run(query(n.port, galera, "SELECT id FROM quorum")) == [(1,)], n.name
+    galera.galera.wait_writer()

@@ -148,6 +148,26 @@ class GaleraNode(Server):
         finally:
             conn.close()
 
+    async def reset_quorum(self) -> None:
+        """Galera's documented quorum reset: this running but non-primary node (the most advanced survivor)
+        becomes a primary component by itself; survivors still in its group join it, the stopped nodes rejoin
+        it by IST. Never a new cluster beside them: that would fork the data."""
+        s = self.settings
+        conn = await aiomysql.connect(host=HOST, port=self.port, user=s.user, password=s.password,
+                                      connect_timeout=2)
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
+        finally:
+            conn.close()
+
+    def last_committed(self) -> int:
+        """The last write set this running node committed (-1 if it does not answer)."""
+        try:
+            return int(asyncio.run(asyncio.wait_for(self.wsrep(), 5)).get("wsrep_last_committed", -1))
+        except Exception:  # noqa: BLE001 -- a node that cannot say is not a candidate
+            return -1
+
     async def probe(self) -> None:
         status = await self.wsrep()
         if status.get("wsrep_local_state") != str(SYNCED) or status.get("wsrep_cluster_status") != "Primary":
@@ -183,6 +203,24 @@ class GaleraCluster:
     def up(self, writer: str | None = None) -> dict[str, str]:
         states: dict[str, str] = {}
         running = [n for n in self.nodes if n.running() and n._probe_ok()]
+        survivors = [n for n in self.nodes if n.running()]
+        if not running and survivors:
+            # Nodes still run but none is Primary (the others were lost at once, or a partition under load):
+            # restore the primary component on the most advanced survivor rather than bootstrap a stopped
+            # node, which would start a second cluster with a new history.
+            positions = {n.name: n.last_committed() for n in survivors}
+            best = max(survivors, key=lambda n: positions[n.name])
+            if positions[best.name] < 0:
+                raise StackError(f"Galera nodes {', '.join(n.name for n in survivors)} run but none answers; "
+                                 "stop them (or find the most advanced by hand) before starting the cluster")
+            asyncio.run(best.reset_quorum())
+            best.wait_ready()
+            states[best.name] = f"primary component restored (pc.bootstrap at seqno {positions[best.name]})"
+            for node in survivors:
+                if node is not best:
+                    node.wait_ready()
+                    states[node.name] = "rejoined the restored primary component"
+            running = survivors
         if not running:
             first = self._bootstrap_node()
             first.bootstrap = True
